@@ -1,0 +1,3 @@
+from jaxseg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Data sets (PLACEHOLDER: owned by the data work)."""

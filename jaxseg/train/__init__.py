@@ -1,0 +1,1 @@
+"""Training (PLACEHOLDER: owned by the training work)."""
