@@ -1,0 +1,170 @@
+"""Small Flax layers whose convolutions go through `jaxseg.ops`.
+
+Each layer's parameters are named like Keras' (``kernel``, ``bias``) with the
+same layouts, so a Keras model's weights map onto them one to one:
+
+- `Conv`: kernel ``(*kernel_size, C_in, C_out)`` (Keras ``Conv2D``/``Conv3D``);
+- `ConvTranspose`: kernel ``(*kernel_size, C_out, C_in)`` (Keras
+  ``Conv2DTranspose``, which is also the forward conv's layout that
+  `jaxseg.ops.conv_transpose` takes);
+- `Dense`: kernel ``(C_in, C_out)``.
+
+Kernels start glorot-uniform and biases at zero, as Keras' defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxseg import ops
+from jaxseg.errors import ConfigError
+
+Initializer = Callable[..., jax.Array]
+
+glorot_uniform = nn.initializers.glorot_uniform()
+# Keras' he_normal: truncated normal, variance 2 / fan_in.
+he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+zeros = nn.initializers.zeros
+
+_FALLBACK_CONV_IMPLS = ("direct", "im2col", "matrix", "lax", "pallas")
+# A model takes one `conv_impl`; the transposed convs use the adjoint of the
+# same algorithm where its name differs (im2col's adjoint is col2im).
+_TRANSPOSE_IMPL = {"im2col": "col2im"}
+
+
+def conv_impls() -> tuple[str, ...]:
+  return tuple(getattr(ops, "CONV_IMPLS", _FALLBACK_CONV_IMPLS))
+
+
+def transpose_impl(conv_impl: str) -> str:
+  """The `conv_transpose` impl used by a model built with `conv_impl`."""
+  return _TRANSPOSE_IMPL.get(conv_impl, conv_impl)
+
+
+def check_conv_impl(conv_impl: str) -> str:
+  if conv_impl not in conv_impls():
+    raise ConfigError(f"unknown conv_impl {conv_impl!r}; choose one of {', '.join(conv_impls())}")
+  return conv_impl
+
+
+def _tuple(v, n: int) -> tuple[int, ...]:
+  return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+class Conv(nn.Module):
+  """N-d convolution (channels last) through `jaxseg.ops.conv`."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: Any = "SAME"
+  use_bias: bool = True
+  conv_impl: str = "lax"
+  kernel_init: Initializer = glorot_uniform
+  bias_init: Initializer = zeros
+
+  @nn.compact
+  def __call__(self, x):
+    k = tuple(self.kernel_size)
+    kernel = self.param("kernel", self.kernel_init, k + (x.shape[-1], self.features))
+    y = ops.conv(x, kernel, stride=_tuple(self.strides, len(k)), padding=self.padding,
+                 impl=self.conv_impl)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,))
+    return y
+
+
+class ConvTranspose(nn.Module):
+  """N-d transposed convolution through `jaxseg.ops.conv_transpose` (Keras semantics)."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: Any = "SAME"
+  use_bias: bool = True
+  conv_impl: str = "lax"
+  kernel_init: Initializer = glorot_uniform
+  bias_init: Initializer = zeros
+
+  @nn.compact
+  def __call__(self, x):
+    k = tuple(self.kernel_size)
+    kernel = self.param("kernel", self.kernel_init, k + (self.features, x.shape[-1]))
+    y = ops.conv_transpose(x, kernel, stride=_tuple(self.strides, len(k)), padding=self.padding,
+                           impl=transpose_impl(self.conv_impl))
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,))
+    return y
+
+
+class Dense(nn.Module):
+  """Fully connected layer on the last axis."""
+  features: int
+  kernel_init: Initializer = glorot_uniform
+  bias_init: Initializer = zeros
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+    return x @ kernel + self.param("bias", self.bias_init, (self.features,))
+
+
+class MaxPool(nn.Module):
+  """Max pooling through `jaxseg.ops.max_pool` (Keras MaxPool semantics)."""
+  window: int | Sequence[int] = 2
+  strides: int | Sequence[int] | None = None
+  padding: Any = "VALID"
+
+  @nn.compact
+  def __call__(self, x):
+    nd = x.ndim - 2
+    stride = None if self.strides is None else _tuple(self.strides, nd)
+    return ops.max_pool(x, _tuple(self.window, nd), stride=stride, padding=self.padding)
+
+
+class Flatten(nn.Module):
+  """(N, ...) -> (N, prod(...)), row-major like Keras' Flatten on NHWC."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x.reshape(x.shape[0], -1)
+
+
+class Reshape(nn.Module):
+  target_shape: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x):
+    return x.reshape((x.shape[0],) + tuple(self.target_shape))
+
+
+class Dropout(nn.Module):
+  """Keras-style dropout: active only when ``train`` (needs the "dropout" rng)."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return nn.Dropout(self.rate, deterministic=not train)(x)
+
+
+class CenterCropConcat(nn.Module):
+  """Crops ``skip`` to the centre of ``x``'s spatial size, then concatenates channels.
+
+  With unpadded convolutions the contracting path's maps are larger than the
+  upsampled ones (Ronneberger et al. 2015, Fig. 1); with SAME padding the
+  sizes agree and nothing is cropped.
+  """
+
+  @nn.compact
+  def __call__(self, x, skip):
+    starts = [0] + [(s - t) // 2 for s, t in zip(skip.shape[1:-1], x.shape[1:-1])] + [0]
+    sizes = (skip.shape[0],) + x.shape[1:-1] + (skip.shape[-1],)
+    skip = jax.lax.slice(skip, starts, [a + b for a, b in zip(starts, sizes)])
+    return jnp.concatenate([x, skip], axis=-1)
+
+
+# Layers listed by `jaxseg summary`, one row each (containers are not listed).
+SUMMARY_LAYERS = (Conv, ConvTranspose, Dense, MaxPool, Flatten, Reshape, Dropout,
+                  CenterCropConcat)
