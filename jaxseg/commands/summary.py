@@ -1,13 +1,48 @@
-"""`jaxseg summary` (not implemented yet)."""
+"""`jaxseg summary`: a Keras-style table of a model's layers, output shapes and parameters."""
 
-HELP = "summary (not implemented yet)"
+HELP = "print a model's layers, output shapes and parameter counts (Keras-style summary)"
+
+# Input sizes shown by default: the lab's 256x256 slices, the U-Net paper's
+# 572x572 tile, and a small cube for the 3-D U-Net.
+_DEFAULT_SIZE = {"unet": 572, "unet3d": 64}
 
 
 def add_arguments(parser):
-  del parser
+  parser.add_argument("--model", default="fcn", help="model name (default: fcn)")
+  parser.add_argument("--image-size", type=int, default=None,
+                      help="input height = width (and depth for unet3d); default 256 "
+                           "(unet: 572, unet3d: 64)")
+  parser.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
+  parser.add_argument("--num-classes", type=int, default=2, help="output classes (default: 2)")
+  parser.add_argument("--json", action="store_true",
+                      help="print one JSON object: model, input_shape, layers, total_params")
 
 
 def run(args):
-  del args
-  from jaxseg.errors import UserError
-  raise UserError("'summary' is not implemented yet")
+  import json
+
+  from jaxseg import models
+  from jaxseg.errors import ConfigError
+  from jaxseg.models.summary import count_params, layer_rows, summarize
+
+  models._check_name(args.model)
+  size = args.image_size or _DEFAULT_SIZE.get(args.model, 256)
+  if size < 1:
+    raise ConfigError(f"--image-size must be >= 1, got {size}")
+  kw = {"image_size": size} if args.model == "dense" else {}
+  model = models.create(args.model, num_classes=args.num_classes,
+                        in_channels=args.in_channels, **kw)
+  spatial = (size,) * (3 if args.model == "unet3d" else 2)
+  input_shape = (1,) + spatial + (args.in_channels,)
+  if args.json:
+    rows = layer_rows(model, input_shape)
+    print(json.dumps({
+        "model": args.model,
+        "input_shape": [None, *input_shape[1:]],
+        "layers": [{"name": r.name, "type": r.type, "output_shape": list(r.output_shape),
+                    "params": r.params} for r in rows],
+        "total_params": count_params(model, input_shape),
+    }))
+  else:
+    print(summarize(model, input_shape, title=args.model))
+  return 0
