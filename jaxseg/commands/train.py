@@ -1,13 +1,93 @@
-"""`jaxseg train` (not implemented yet)."""
+"""`jaxseg train`: train a model, evaluate and checkpoint every epoch."""
 
-HELP = "train (not implemented yet)"
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+HELP = "train a segmentation model (default: the lab's FCN on synthetic cardiac MRI)"
+
+# flag -> TrainConfig field; defaults live in TrainConfig (None here means "not given").
+_FLAGS = {
+    "model": ("--model", str, "model name (fcn, fcn_deep, cnn3, dense, unet_small, unet, unet3d)"),
+    "data": ("--data", str, "data spec: synthetic[:TRAIN,VAL[,SIZE]], sunnybrook:PATH, acdc:PATH, atria:PATH, folder:PATH"),
+    "val_data": ("--val-data", str, "validation data spec (default: hold out a fraction of the cases)"),
+    "val_fraction": ("--val-fraction", float, "fraction of cases held out without --val-data"),
+    "num_classes": ("--num-classes", int, "number of classes including background"),
+    "epochs": ("--epochs", int, "number of epochs (the lab's num_epochs)"),
+    "batch_size": ("--batch-size", int, "global batch size, split across --devices"),
+    "lr": ("--lr", float, "initial learning rate (the lab's learning_rate)"),
+    "decay_rate": ("--decay-rate", float, "lr *= decay_rate every --decay-steps steps (1.0: no decay)"),
+    "decay_steps": ("--decay-steps", int, "steps per decay_rate factor (exponential, continuous)"),
+    "optimizer": ("--optimizer", str, "adam or sgd (momentum 0.9)"),
+    "loss": ("--loss", str, "ce, wce, dice or ce+dice"),
+    "conv_impl": ("--conv-impl", str, "convolution implementation: direct, im2col, matrix, lax, pallas"),
+    "seed": ("--seed", int, "seed of initialisation, data order and dropout"),
+    "devices": ("--devices", int, "data-parallel over this many devices (default 1; all in a multi-process run)"),
+    "parallel": ("--parallel", str, "pmap or shard_map (with --devices > 1)"),
+    "keep": ("--keep", int, "number of latest checkpoints kept (the best is kept besides)"),
+    "coordinator": ("--coordinator", str, "HOST:PORT of process 0 for a multi-process run ('auto': Slurm/Open MPI detection)"),
+    "num_processes": ("--num-processes", int, "number of processes of a multi-process run"),
+    "process_id": ("--process-id", int, "index of this process in [0, num-processes)"),
+}
 
 
 def add_arguments(parser):
-  del parser
+  from jaxseg.train.config import TrainConfig
+  defaults = TrainConfig()
+  for field, (flag, typ, text) in _FLAGS.items():
+    parser.add_argument(flag, type=typ, default=None, dest=field,
+                        help=f"{text} (default: {getattr(defaults, field)})")
+  parser.add_argument("--augment", action="store_true", default=None,
+                      help="random flips and small rotations of the training images")
+  parser.add_argument("--workdir", default=None,
+                      help="run directory for checkpoints, metrics, figures (default: runs/<model>-<UTC time>)")
+  parser.add_argument("--resume", action="store_true",
+                      help="continue the run in --workdir from its latest checkpoint (same settings; --epochs may grow)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="delete the run files in a non-empty --workdir and start afresh")
+  parser.add_argument("--json", action="store_true", help="print the results as one JSON line on stdout")
+  parser.add_argument("--quiet", action="store_true", help="no per-epoch lines and no progress bar on stderr")
+
+
+def config_from_args(args, *, base=None):
+  """TrainConfig from the flags given; on --resume, the stored run's config fills the rest."""
+  from jaxseg.train.config import TrainConfig
+  given = {f: getattr(args, f) for f in list(_FLAGS) + ["augment"] if getattr(args, f, None) is not None}
+  base = base or TrainConfig()
+  return dataclasses.replace(base, **given)
+
+
+def default_workdir(model: str) -> str:
+  return os.path.join("runs", f"{model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
 
 
 def run(args):
-  del args
-  from jaxseg.errors import UserError
-  raise UserError("'train' is not implemented yet")
+  from jaxseg.errors import ConfigError, DivergenceError
+  from jaxseg.train import loop
+  config = config_from_args(args)
+  if args.resume:
+    if not args.workdir:
+      raise ConfigError("--resume needs --workdir (the run to continue)")
+    loop.check_workdir(args.workdir, resume=True, overwrite=args.overwrite)
+    config = config_from_args(args, base=loop.load_stored_config(args.workdir))
+  config.validate()
+  workdir = args.workdir or default_workdir(config.model)
+  try:
+    result = loop.train_and_evaluate(config, workdir, resume=args.resume, overwrite=args.overwrite,
+                                     quiet=args.quiet or args.json)
+  except DivergenceError as e:
+    print(f"jaxseg train: error: {e}", file=sys.stderr)
+    return 3
+  if getattr(args, "process_id", None) not in (None, 0):
+    return 0  # only process 0 reports
+  if args.json:
+    print(json.dumps(result))
+  else:
+    print(f"val_dice {result['val_dice']:.4f}  val_loss {result['val_loss']:.4f}  "
+          f"val_accuracy {result['val_accuracy']:.4f}  (best val_dice {result['best_val_dice']:.4f} "
+          f"at epoch {result['best_epoch']})  workdir {result['workdir']}")
+  return 0

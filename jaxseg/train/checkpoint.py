@@ -1,0 +1,74 @@
+"""orbax checkpoints of a run: the last N epochs and the best epoch by val Dice.
+
+Layout under the workdir::
+
+  checkpoints/<epoch>/{state,meta}   the last `keep` epochs (for --resume)
+  best/<epoch>/{state,meta}          the single best epoch by val_dice
+
+Two managers so that keeping the best never evicts the latest (and the
+reverse). orbax writes into a temporary directory and renames it when the
+save is complete, so a kill during a save leaves the previous checkpoint
+usable. `state` is a numpy pytree (TrainState); `meta` is JSON (epoch,
+config, metric history, rng, input shape).
+"""
+
+from __future__ import annotations
+
+import os
+
+import orbax.checkpoint as ocp
+
+from jaxseg.errors import ConfigError
+
+
+class Checkpoints:
+
+  def __init__(self, workdir: str, *, keep: int = 3, read_only: bool = False):
+    import jax
+    self.workdir = os.path.abspath(workdir)
+    multi = ocp.options.MultiprocessingOptions(primary_host=0)
+    common = dict(enable_async_checkpointing=False, create=not read_only, read_only=read_only,
+                  multiprocessing_options=multi)
+    del jax
+    self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
+                                        options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common))
+    self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"),
+                                      options=ocp.CheckpointManagerOptions(max_to_keep=1, **common))
+
+  def save(self, epoch: int, state, meta: dict, *, is_best: bool) -> None:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    # best first: if we are killed in between, the latest (resume point) is
+    # still the previous epoch and the rerun saves both again.
+    if is_best:
+      self.best.save(epoch, args=args, force=True)
+      self.best.wait_until_finished()
+    self.latest.save(epoch, args=args, force=True)
+    self.latest.wait_until_finished()
+
+  def _manager(self, which: str):
+    if which not in ("latest", "best"):
+      raise ConfigError(f"--checkpoint: expected 'latest' or 'best', got {which!r}")
+    return self.latest if which == "latest" else self.best
+
+  def latest_epoch(self, which: str = "latest") -> int | None:
+    return self._manager(which).latest_step()
+
+  def read_meta(self, which: str = "latest", epoch: int | None = None) -> dict | None:
+    mngr = self._manager(which)
+    epoch = mngr.latest_step() if epoch is None else epoch
+    if epoch is None:
+      return None
+    out = mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(out["meta"])
+
+  def restore(self, target_state, which: str = "latest", epoch: int | None = None):
+    """-> (state like `target_state` (numpy), meta)."""
+    mngr = self._manager(which)
+    epoch = mngr.latest_step() if epoch is None else epoch
+    out = mngr.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
+    return out["state"], dict(out["meta"])
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()

@@ -1,0 +1,221 @@
+"""`train_and_evaluate(config, workdir)`: the whole training run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from jaxseg.errors import ConfigError, DivergenceError
+from jaxseg.train.config import TrainConfig, save_json
+
+# What a run writes into its workdir (removed by overwrite=True).
+RUN_FILES = ("checkpoints", "best", "tb", "figures", "metrics.jsonl", "metrics.csv",
+             "config.json", "curves.png", "result.json")
+
+
+def _is_nonempty_dir(path: str) -> bool:
+  return os.path.isdir(path) and bool(os.listdir(path))
+
+
+def check_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
+  """Refuses to reuse a finished run's workdir unless asked (before anything is written)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir: {workdir} exists and is not a directory")
+  if resume and overwrite:
+    raise ConfigError("--resume and --overwrite exclude each other")
+  if resume:
+    if not os.path.isdir(workdir):
+      raise ConfigError(f"--resume: no run in {workdir} (no such directory)")
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+      raise ConfigError(f"--resume: {workdir} holds no jaxseg run (no config.json)")
+  elif _is_nonempty_dir(workdir) and not overwrite:
+    raise ConfigError(f"--workdir: {workdir} is not empty; use --resume to continue that run, "
+                      "--overwrite to replace it, or another --workdir")
+
+
+def load_stored_config(workdir: str) -> TrainConfig:
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path) as f:
+      return TrainConfig.from_dict(json.load(f))
+  except (OSError, ValueError, TypeError) as e:
+    raise ConfigError(f"{path}: cannot read the run's config ({e})") from None
+
+
+def _log(msg: str, quiet: bool) -> None:
+  if not quiet:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = False,
+                       overwrite: bool = False, quiet: bool = False,
+                       show_progress: bool | None = None) -> dict:
+  """Trains `config.model` on `config.data`, evaluating and checkpointing every epoch.
+
+  Returns the last epoch's metrics (val_dice, val_loss, val_accuracy, train_*)
+  plus best_val_dice/best_epoch, seconds_per_epoch and the workdir. With
+  `resume=True` it continues from the latest checkpoint in `workdir` and ends
+  with the same numbers as an uninterrupted run. Raises ConfigError/DataError
+  before writing anything, and DivergenceError (with the step) when the loss
+  stops being finite; the last good checkpoint stays in `workdir`.
+  """
+  config.validate()
+  from jaxseg.train import distributed
+  distributed.initialize(config.coordinator, config.num_processes, config.process_id)
+
+  import jax
+  import jax.numpy as jnp
+  from jaxseg import data as data_lib
+  from jaxseg import losses
+  from jaxseg.train import checkpoint, logging as logs, state as state_lib, step as step_lib
+
+  primary = jax.process_index() == 0
+  workdir = os.path.abspath(workdir)
+  check_workdir(workdir, resume=resume, overwrite=overwrite)
+  if resume:
+    config.check_resumable(load_stored_config(workdir), workdir)
+  devices = config.devices or (jax.device_count() if jax.process_count() > 1 else 1)
+  if config.batch_size % devices:
+    raise ConfigError(f"--batch-size: {config.batch_size} is not divisible by {devices} devices")
+
+  loss_fn = losses.get(config.loss)
+  train_ds, val_ds = data_lib.train_val(config.data, config.val_data, num_classes=config.num_classes,
+                                        val_fraction=config.val_fraction, seed=config.seed)
+  steps_per_epoch = data_lib.num_batches(train_ds, config.batch_size, drop_remainder=True)
+  if steps_per_epoch == 0:
+    raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "
+                      f"{len(train_ds.images)} training images of {config.data}")
+  if val_ds is None or len(val_ds.images) == 0:
+    raise ConfigError(f"--val-data: no validation images for {config.data}")
+  in_channels = int(train_ds.images.shape[-1])
+  model = state_lib.make_model(config, in_channels)
+  tx = state_lib.make_optimizer(config)
+  init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  host_state = jax.device_get(state_lib.create_train_state(model, tx, init_key, train_ds.images))
+  stepper = step_lib.make_train_step(model, loss_fn, tx, devices=devices, mode=config.parallel)
+
+  if overwrite and primary:
+    for name in RUN_FILES:
+      path = os.path.join(workdir, name)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif os.path.exists(path):
+        os.remove(path)
+  ckpts = checkpoint.Checkpoints(workdir, keep=config.keep)
+  history: list[dict] = []
+  best = (-math.inf, 0)
+  start_epoch = 0
+  if resume and ckpts.latest_epoch() is not None:
+    meta = ckpts.read_meta()
+    config.check_resumable(TrainConfig.from_dict(meta["config"]), workdir)
+    host_state, meta = ckpts.restore(host_state)
+    start_epoch, history = int(meta["epoch"]), list(meta["history"])
+    best = (float(meta["best_val_dice"]), int(meta["best_epoch"]))
+    _log(f"resuming {workdir} after epoch {start_epoch}", quiet)
+  os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
+  writer = logs.MetricsWriter(workdir, enabled=primary)
+  if primary:
+    save_json(config, os.path.join(workdir, "config.json"))
+    writer.rewrite(history)
+
+  eval_step = step_lib.make_eval_step(model, loss_fn)
+  sample = _sample_index(val_ds)
+  local = stepper.local_slice(config.batch_size)
+  state = stepper.put_state(host_state)
+  schedule = jax.jit(lambda s: __import__("optax").exponential_decay(
+      config.lr, config.decay_steps, config.decay_rate)(s))
+  if show_progress is None:
+    show_progress = not quiet and sys.stderr.isatty()
+  meta_base = {"image_shape": list(train_ds.images.shape[1:]), "in_channels": in_channels,
+               "num_train": int(len(train_ds.images)), "num_val": int(len(val_ds.images)),
+               "normalization": getattr(train_ds, "normalization", None)}
+  try:
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+      t0 = time.perf_counter()
+      sums = {"loss": 0.0, "accuracy": 0.0, "dice": 0.0}
+      bar = logs.progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", enabled=show_progress and primary)
+      batches = data_lib.batches(train_ds, config.batch_size, seed=config.seed, epoch=epoch,
+                                 shuffle=True, augment=config.augment, drop_remainder=True)
+      step_no = int(host_state.step)
+      for images, labels in batches:
+        step_no += 1
+        state, m = stepper(state, np.asarray(images[local]), np.asarray(labels[local]), train_key)
+        loss = float(m["loss"])
+        if not math.isfinite(loss):
+          raise DivergenceError(_diverged_msg(loss, step_no, epoch, workdir, ckpts))
+        for k in sums:
+          sums[k] += float(m[k]) if k != "loss" else loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+      bar.close()
+      train_seconds = time.perf_counter() - t0
+      host_state = stepper.get_state(state)
+      val = step_lib.evaluate(model, host_state.params, val_ds, batch_size=config.batch_size,
+                              loss_fn=loss_fn, eval_step=eval_step)
+      step_no = int(host_state.step)
+      if not math.isfinite(val["val_loss"]):
+        raise DivergenceError(_diverged_msg(val["val_loss"], step_no, epoch, workdir, ckpts, "val loss"))
+      row = {"epoch": epoch, "step": step_no,
+             **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
+             "val_loss": val["val_loss"], "val_accuracy": val["val_accuracy"], "val_dice": val["val_dice"],
+             "lr": float(schedule(step_no)), "train_seconds": train_seconds}
+      is_best = row["val_dice"] > best[0]
+      if is_best:
+        best = (row["val_dice"], epoch)
+      row["epoch_seconds"] = time.perf_counter() - t0
+      history.append(row)
+      ckpts.save(epoch, host_state, {**meta_base, "epoch": epoch, "config": config.to_dict(),
+                                     "history": history, "best_val_dice": best[0], "best_epoch": best[1],
+                                     "rng": np.asarray(train_key).tolist()}, is_best=is_best)
+      if primary:
+        writer.write(row)
+        _sample_figure(model, host_state.params, val_ds, sample, eval_step, workdir, epoch, writer)
+      _log(f"epoch {epoch}/{config.epochs}  loss {row['train_loss']:.4f}  dice {row['train_dice']:.4f}  "
+           f"val_loss {row['val_loss']:.4f}  val_accuracy {row['val_accuracy']:.4f}  "
+           f"val_dice {row['val_dice']:.4f}  ({row['epoch_seconds']:.1f} s)", quiet)
+  finally:
+    writer.close()
+    ckpts.close()
+  if primary and history:
+    logs.save_curves_png(os.path.join(workdir, "curves.png"), history)
+  last = history[-1]
+  timed = [r["train_seconds"] for r in history[start_epoch:]]
+  return {"model": config.model, "epochs": last["epoch"], "steps": last["step"],
+          "val_dice": last["val_dice"], "val_loss": last["val_loss"], "val_accuracy": last["val_accuracy"],
+          "train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"],
+          "train_dice": last["train_dice"], "best_val_dice": best[0], "best_epoch": best[1],
+          "train_seconds_per_epoch": float(np.median(timed)) if timed else None,
+          "workdir": workdir}
+
+
+def _diverged_msg(value, step, epoch, workdir, ckpts, what="loss") -> str:
+  last = ckpts.latest_epoch()
+  where = (f"the last good checkpoint (epoch {last}) is in {os.path.join(workdir, 'checkpoints')}"
+           if last is not None else "no checkpoint was written")
+  return (f"training diverged: {what} is {value} at step {step} (epoch {epoch}); stopped, {where}. "
+          "Try a smaller --lr.")
+
+
+def _sample_index(ds) -> int:
+  """The lab's `sample_image`: the first val image with some foreground."""
+  fg = np.flatnonzero((ds.labels.reshape(len(ds.labels), -1) > 0).any(axis=1))
+  return int(fg[0]) if len(fg) else 0
+
+
+def _sample_figure(model, params, ds, index, eval_step, workdir, epoch, writer) -> None:
+  from jaxseg.train import logging as logs
+  image, label = ds.images[index:index + 1], ds.labels[index:index + 1]
+  _, logits = eval_step(params, image, label)
+  pred = np.asarray(logits).argmax(-1)[0]
+  if image.ndim > 4:  # volumes: show the middle slice
+    mid = image.shape[1] // 2
+    image, label, pred = image[:, mid], label[:, mid], pred[mid]
+  logs.save_sample_png(os.path.join(workdir, "figures", f"epoch_{epoch:03d}.png"),
+                       image[0], label[0], pred, title=f"epoch {epoch}")
+  writer.image("val/sample", logs.sample_panel(image[0], label[0], pred)[..., None].repeat(3, -1), epoch)
