@@ -1,0 +1,149 @@
+"""Transposed convolution: the adjoint of `conv`, several ways.
+
+`conv_transpose(y, w, ...)` with w in the forward conv's layout
+(*kernel, C_out_of_transpose, C_in_of_transpose) (Keras' Conv2DTranspose
+kernel layout) is exactly the transpose of the linear map
+x -> conv(x, w, stride, padding, dilation), taken at the input size Keras'
+`deconv_output_length` gives. So `<conv(x, w), y> == <x, conv_transpose(y, w)>`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from jaxseg.errors import ConfigError
+from jaxseg.ops._common import ConvGeometry, check_impl, conv_transpose_geometry
+
+CONV_TRANSPOSE_IMPLS = ("direct", "matrix", "lax", "col2im", "pallas")
+
+
+def conv_transpose_lax(y, w, geo: ConvGeometry):
+  """A stride-1 conv over the stride-dilated y with the flipped, channel-swapped kernel."""
+  nd = geo.nd
+  sp = "DHW"[-nd:]
+  wt = jnp.flip(w, axis=tuple(range(nd))).swapaxes(-1, -2)
+  pads = []
+  for n, i, k, s, d, (lo, _) in zip(geo.out_shape, geo.in_shape, geo.kernel, geo.stride, geo.dilation, geo.pads):
+    k_eff = (k - 1) * d + 1
+    pl = k_eff - 1 - lo
+    pads.append((pl, i + k_eff - 2 - (n - 1) * s - pl))
+  dn = lax.conv_dimension_numbers(y.shape, wt.shape, ("N" + sp + "C", sp + "IO", "N" + sp + "C"))
+  return lax.conv_general_dilated(y, wt, (1,) * nd, pads, lhs_dilation=geo.stride,
+                                  rhs_dilation=geo.dilation, dimension_numbers=dn)
+
+
+def conv_transpose_direct(y, w, geo: ConvGeometry):
+  """Scatter-add: each tap's (N, *n, C_out) contribution y @ w[t]^T lands on a strided grid.
+
+  The strided placement is `lax.pad` with interior padding stride-1, so the
+  whole thing is pads and adds (and differentiable).
+  """
+  w_taps = w.reshape((len(geo.taps),) + w.shape[-2:])
+  zero = jnp.zeros((), y.dtype)
+  x = None
+  for tap, w_t in zip(geo.taps, w_taps):
+    z = jnp.tensordot(y, w_t, axes=[[-1], [-1]])              # (N, *n, C_out)
+    cfg = [(0, 0, 0)]
+    for t, n, i, s, d, (lo, _) in zip(tap, geo.out_shape, geo.in_shape, geo.stride, geo.dilation, geo.pads):
+      start = t * d - lo
+      cfg.append((start, i - start - ((n - 1) * s + 1), s - 1))
+    cfg.append((0, 0, 0))
+    term = lax.pad(z, zero, cfg)
+    x = term if x is None else x + term
+  return x
+
+
+def _overlap_add_axis(a, axis: int, n: int, k: int, s: int, d: int, lo: int, size: int):
+  """Overlap-add axes (axis, axis+1) = (n positions, k taps) into one axis of `size`.
+
+  Output position o*s + t*d - lo gets a[o, t]. With the taps dilated to
+  k_eff = (k-1)*d + 1 and grouped as t = q*s + r, position o*s + t becomes
+  block (o + q), offset r: one pad-and-add per q (ceil(k_eff / s) of them),
+  then a reshape, instead of a scatter per tap.
+  """
+  zero = jnp.zeros((), a.dtype)
+  none = [(0, 0, 0)] * a.ndim
+  if d > 1:
+    cfg = list(none)
+    cfg[axis + 1] = (0, 0, d - 1)
+    a = lax.pad(a, zero, cfg)
+  k_eff = (k - 1) * d + 1
+  q_n = -(-k_eff // s)
+  cfg = list(none)
+  cfg[axis + 1] = (0, q_n * s - k_eff, 0)
+  a = lax.pad(a, zero, cfg)
+  a = a.reshape(a.shape[:axis + 1] + (q_n, s) + a.shape[axis + 2:])
+  acc = None
+  for q in range(q_n):
+    part = lax.index_in_dim(a, q, axis=axis + 1, keepdims=False)   # (..., n, s, ...)
+    cfg = [(0, 0, 0)] * part.ndim
+    cfg[axis] = (q, q_n - 1 - q, 0)
+    part = lax.pad(part, zero, cfg)
+    acc = part if acc is None else acc + part
+  length = (n + q_n - 1) * s
+  acc = acc.reshape(acc.shape[:axis] + (length,) + acc.shape[axis + 2:])
+  cfg = [(0, 0, 0)] * acc.ndim
+  cfg[axis] = (-lo, size + lo - length, 0)
+  return lax.pad(acc, zero, cfg)
+
+
+def conv_transpose_col2im(y, w, geo: ConvGeometry):
+  """col2im: one GEMM y (N*P, C_in) x W (C_in, taps*C_out), then overlap-add of the columns."""
+  nd, t = geo.nd, len(geo.taps)
+  c_in, c_out = w.shape[-1], w.shape[-2]
+  w_mat = w.reshape(t, c_out, c_in).transpose(2, 0, 1).reshape(c_in, t * c_out)
+  cols = (y.reshape(-1, c_in) @ w_mat).reshape(y.shape[:-1] + geo.kernel + (c_out,))
+  # (N, n1.., k1.., C) -> (N, n1, k1, n2, k2, .., C) so each dim's pair is adjacent.
+  perm = [0] + [a for j in range(nd) for a in (1 + j, 1 + nd + j)] + [1 + 2 * nd]
+  a = cols.transpose(perm)
+  for j in range(nd):
+    a = _overlap_add_axis(a, 1 + j, geo.out_shape[j], geo.kernel[j], geo.stride[j], geo.dilation[j],
+                          geo.pads[j][0], geo.in_shape[j])
+  return a
+
+
+def conv_transpose_matrix(y, w, geo: ConvGeometry):
+  from jaxseg.ops.conv_matrix import conv_transpose_matrix_apply
+  return conv_transpose_matrix_apply(y, w, geo)
+
+
+_IMPLS = {"direct": conv_transpose_direct, "matrix": conv_transpose_matrix, "lax": conv_transpose_lax,
+          "col2im": conv_transpose_col2im}
+
+
+def conv_transpose(y, w, *, stride=1, padding="SAME", output_padding=None, dilation=1, impl="lax"):
+  """Transposed convolution (Keras Conv2DTranspose semantics), the adjoint of `conv`.
+
+  Args:
+    y: input (N, *spatial, C_in), 1 to 3 spatial dims.
+    w: kernel (*kernel, C_out, C_in) -- the layout of the forward conv that maps
+      C_out channels to C_in, which is Keras' Conv2DTranspose kernel layout.
+    stride, dilation: int or per spatial dim.
+    padding: "SAME", "VALID" or a sequence of (lo, hi) pairs: the padding of
+      the forward conv.
+    output_padding: None or int / per-dim ints (< stride), as in Keras.
+    impl: one of CONV_TRANSPOSE_IMPLS.
+
+  Returns:
+    (N, *out, C_out) with out from Keras' `deconv_output_length`: in*stride
+    for SAME, in*stride + max(k_eff - stride, 0) for VALID,
+    (in-1)*stride + k_eff - 2*pad + output_padding when output_padding is
+    given (pad = k_eff//2 for SAME, 0 for VALID), and
+    (in-1)*stride + k_eff - lo - hi + output_padding for explicit pads.
+  """
+  check_impl(impl, CONV_TRANSPOSE_IMPLS, "conv_transpose")
+  geo = conv_transpose_geometry(y.shape, w.shape, stride=stride, padding=padding,
+                                output_padding=output_padding, dilation=dilation)
+  if impl == "pallas":
+    try:
+      from kernels.conv_transpose import conv_transpose_pallas
+    except ImportError as e:
+      raise ConfigError("conv_transpose impl 'pallas' needs kernels.conv_transpose.conv_transpose_pallas, "
+                        f"which cannot be imported ({e})") from None
+    opad = output_padding if output_padding is None or isinstance(output_padding, (tuple, list)) \
+        else (output_padding,) * geo.nd
+    return conv_transpose_pallas(y, w, stride=geo.stride, padding=padding, output_padding=opad,
+                                 dilation=geo.dilation)
+  return _IMPLS[impl](y, w, geo)
+
