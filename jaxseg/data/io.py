@@ -1,0 +1,188 @@
+"""Image files through SimpleITK: read, write, geometry, and file checks.
+
+Every read goes through :func:`read_image`, which turns any SimpleITK failure
+(unknown format, random bytes, truncated data) into a one-line
+:class:`~jaxseg.errors.DataError` naming the file. SimpleITK happily reads a
+truncated ``.nii``/``.nii.gz`` (the missing voxels come back as zeros), so
+NIfTI files and gzip streams are checked for completeness here first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from jaxseg.errors import DataError
+
+# File name endings SimpleITK reads, for directory scans (longest first).
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm",
+                  ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".vtk",
+                  ".hdr", ".img", ".gipl", ".gipl.gz", ".img.gz")
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """Physical placement of an image, in SimpleITK (x, y[, z]) order."""
+  size: tuple[int, ...]
+  spacing: tuple[float, ...]
+  origin: tuple[float, ...]
+  direction: tuple[float, ...]
+
+  @classmethod
+  def of(cls, image: sitk.Image) -> "Geometry":
+    return cls(tuple(image.GetSize()), tuple(image.GetSpacing()),
+               tuple(image.GetOrigin()), tuple(image.GetDirection()))
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+  """('case_01', '.nii.gz') for 'case_01.nii.gz'; handles double endings."""
+  lower = name.lower()
+  for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+    if lower.endswith(suffix):
+      return name[:-len(suffix)], name[-len(suffix):]
+  stem, ext = os.path.splitext(name)
+  return stem, ext
+
+
+def _read_all_bytes(path: Path) -> bytes:
+  """The file's bytes, gunzipped if it ends in .gz (checking the gzip stream)."""
+  if path.name.lower().endswith(".gz"):
+    try:
+      with gzip.open(path, "rb") as f:
+        return f.read()
+    except (EOFError, OSError, zlib.error) as e:
+      raise DataError(f"{path}: corrupt or truncated gzip file ({e})") from None
+  return path.read_bytes()
+
+
+def _check_nifti(path: Path) -> None:
+  """Raise DataError if a NIfTI file holds fewer bytes than its header says."""
+  data = _read_all_bytes(path)
+  if len(data) < 348:
+    raise DataError(f"{path}: not a NIfTI file (only {len(data)} bytes)")
+  for endian in "<>":
+    (hdr_size,) = struct.unpack(endian + "i", data[:4])
+    if hdr_size in (348, 540):
+      break
+  else:
+    raise DataError(f"{path}: not a NIfTI file (bad header size)")
+  if hdr_size == 348:
+    dims = struct.unpack(endian + "8h", data[40:56])
+    (bitpix,) = struct.unpack(endian + "h", data[72:74])
+    (offset,) = struct.unpack(endian + "f", data[108:112])
+  else:
+    if len(data) < 540:
+      raise DataError(f"{path}: truncated NIfTI-2 header")
+    (bitpix,) = struct.unpack(endian + "h", data[14:16])
+    dims = struct.unpack(endian + "8q", data[16:80])
+    (offset,) = struct.unpack(endian + "q", data[168:176])
+  ndim = dims[0]
+  if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]):
+    raise DataError(f"{path}: NIfTI header has invalid dimensions {dims}")
+  if path.name.lower().endswith((".hdr", ".hdr.gz")):
+    return  # data in a separate .img file; SimpleITK checks that one
+  needed = int(max(offset, hdr_size)) + int(np.prod(dims[1:ndim + 1])) * max(bitpix, 8) // 8
+  if len(data) < needed:
+    raise DataError(f"{path}: truncated NIfTI file ({len(data)} of {needed} bytes)")
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+  """The path as a Path, or DataError if it is missing, a directory or empty."""
+  path = Path(path)
+  if not path.exists():
+    raise DataError(f"{path}: no such file")
+  if path.is_dir():
+    raise DataError(f"{path}: is a directory, expected an image file")
+  if path.stat().st_size == 0:
+    raise DataError(f"{path}: empty file")
+  return path
+
+
+def read_sitk(path: str | os.PathLike) -> sitk.Image:
+  """sitk.ReadImage with every failure turned into a one-line DataError."""
+  path = check_readable(path)
+  lower = path.name.lower()
+  if lower.endswith((".nii", ".nii.gz")):
+    _check_nifti(path)
+  elif lower.endswith(".gz"):
+    _read_all_bytes(path)
+  try:
+    image = sitk.ReadImage(str(path))
+  except RuntimeError as e:
+    # SimpleITK messages are multi-line C++ traces; keep the last useful line.
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    reason = lines[-1] if lines else "unknown error"
+    raise DataError(f"{path}: cannot read image ({reason[:200]})") from None
+  except Exception as e:  # noqa: BLE001 - any library failure is a bad file here
+    raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+  return image
+
+
+def image_array(image: sitk.Image, path) -> np.ndarray:
+  """The pixels in NumPy (z, y, x[, channel]) order, checked for dimensions."""
+  dim = image.GetDimension()
+  if dim not in (2, 3):
+    raise DataError(f"{path}: {dim}-D image, expected 2-D or 3-D")
+  try:
+    array = sitk.GetArrayFromImage(image)
+  except RuntimeError as e:
+    raise DataError(f"{path}: cannot convert pixels ({str(e).splitlines()[-1][:120]})") from None
+  spatial = array.shape[:dim]
+  if sum(s > 1 for s in spatial[-2:]) < 2:
+    raise DataError(f"{path}: image of size {tuple(image.GetSize())} is 1-D, expected 2-D or 3-D")
+  if array.dtype.kind == "c":
+    raise DataError(f"{path}: complex pixels are not supported")
+  return array
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+  """Reads an image with SimpleITK.
+
+  Returns:
+    (array, geometry): the array in NumPy order -- (H, W) for 2-D, (D, H, W)
+    for 3-D, with a trailing channel axis for multi-component pixels -- and the
+    image's size/spacing/origin/direction.
+  """
+  image = read_sitk(path)
+  return image_array(image, path), Geometry.of(image)
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray,
+                geometry: Geometry | None = None) -> None:
+  """Writes an array (NumPy order, as read_image returns it) with SimpleITK.
+
+  With ``geometry`` of the same dimension, the spacing, origin and direction
+  are copied onto the written image, so a prediction lands where its input was.
+  Integer labels written to 8-bit formats (PNG, JPEG, BMP) are cast to uint8.
+  """
+  path = Path(path)
+  array = np.asarray(array)
+  if array.dtype == np.bool_:
+    array = array.astype(np.uint8)
+  if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp") and array.dtype.kind in "iu":
+    if array.size and (array.min() < 0 or array.max() > 255):
+      raise DataError(f"{path}: values outside 0..255 cannot be stored as 8-bit")
+    array = array.astype(np.uint8)
+  is_vector = geometry is not None and array.ndim == len(geometry.size) + 1
+  image = sitk.GetImageFromArray(array, isVector=is_vector)
+  if geometry is not None:
+    if image.GetDimension() != len(geometry.size):
+      raise DataError(f"{path}: array of shape {array.shape} does not match geometry "
+                      f"of size {geometry.size}")
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+  if path.parent and not path.parent.exists():
+    raise DataError(f"{path}: directory {path.parent} does not exist")
+  try:
+    sitk.WriteImage(image, str(path), useCompression=path.name.lower().endswith(".gz"))
+  except RuntimeError as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    raise DataError(f"{path}: cannot write image ({(lines[-1] if lines else '')[:200]})") from None
