@@ -101,14 +101,14 @@ def max_pool(x, window, *, stride=None, padding="VALID"):
   window, stride, pads, out = _pool_geometry(x.shape, window, stride, padding)
   if window == stride:
     return _block_max(_pad_crop_to_blocks(x, pads, out, window, -jnp.inf), window)
-  return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1,) + window + (1,),
+  return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, (1,) + window + (1,),
                            (1,) + stride + (1,), [(0, 0)] + list(pads) + [(0, 0)])
 
 
 def max_pool_lax(x, window, *, stride=None, padding="VALID"):
   """`max_pool` always through `lax.reduce_window` (for comparison and benchmarks)."""
   window, stride, pads, _ = _pool_geometry(x.shape, window, stride, padding)
-  return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1,) + window + (1,),
+  return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, (1,) + window + (1,),
                            (1,) + stride + (1,), [(0, 0)] + list(pads) + [(0, 0)])
 
 
@@ -133,7 +133,7 @@ def avg_pool(x, window, *, stride=None, padding="VALID"):
     xb = _blocks(_pad_crop_to_blocks(x, pads, out, window, 0.0), window)
     sums = xb.sum(axis=tuple(2 + 2 * j for j in range(len(window))))
   else:
-    sums = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, (1,) + window + (1,), (1,) + stride + (1,),
+    sums = lax.reduce_window(x, np.array(0, x.dtype), lax.add, (1,) + window + (1,), (1,) + stride + (1,),
                              [(0, 0)] + list(pads) + [(0, 0)])
   return sums / counts
 
