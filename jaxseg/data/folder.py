@@ -53,14 +53,14 @@ def load(path, *, num_classes: int = 2):
     if not d.is_dir():
       raise DataError(f"{d}: missing directory (folder:PATH needs PATH/images and PATH/labels)")
   images, labels = _index(image_dir), _index(label_dir)
-  if not images:
-    raise DataError(f"{image_dir}: no image files")
   for case in sorted(images):
     if case not in labels:
       raise DataError(f"{images[case]}: image without a label (expected {label_dir}/{case}.*)")
   for case in sorted(labels):
     if case not in images:
       raise DataError(f"{labels[case]}: label without an image (expected {image_dir}/{case}.*)")
+  if not images:
+    raise DataError(f"{image_dir}: no image files")
   pieces = []
   for case in sorted(images):
     x, y = load_pair(images[case], labels[case], num_classes)
