@@ -95,7 +95,15 @@ class Stepper:
     if self.mode == "single":
       return jax.device_put(state, self.devices[0])
     if self.mode == "pmap":
-      return jax.device_put_replicated(state, self.local_devices)
+      n = len(self.local_devices)
+
+      def replicate(x):
+        x = np.broadcast_to(np.asarray(x), (n,) + np.shape(x))
+        # the drop-in for the deprecated jax.device_put_replicated
+        sharding = NamedSharding(jax.sharding.Mesh(np.array(self.local_devices), (AXIS,)), P(AXIS))
+        return jax.device_put(x, sharding)
+
+      return jax.tree.map(replicate, state)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self._replicated, np.asarray(x)), state)
 
