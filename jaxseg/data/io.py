@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -105,6 +106,14 @@ def check_readable(path: str | os.PathLike) -> Path:
   return path
 
 
+def _itk_reason(error: Exception) -> str:
+  """The useful line of a multi-line SimpleITK/ITK exception message."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  useful = [l for l in lines if "ERROR" in l or l.startswith("[")] or lines[-1:] or ["unknown error"]
+  reason = re.sub(r"^(?:ITK ERROR: |sitk::ERROR: )", "", useful[-1])
+  return re.sub(r"\(0x[0-9a-fA-F]+\)", "", reason)[:200]
+
+
 def read_sitk(path: str | os.PathLike) -> sitk.Image:
   """sitk.ReadImage with every failure turned into a one-line DataError."""
   path = check_readable(path)
@@ -116,10 +125,8 @@ def read_sitk(path: str | os.PathLike) -> sitk.Image:
   try:
     image = sitk.ReadImage(str(path))
   except RuntimeError as e:
-    # SimpleITK messages are multi-line C++ traces; keep the last useful line.
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    reason = lines[-1] if lines else "unknown error"
-    raise DataError(f"{path}: cannot read image ({reason[:200]})") from None
+    raise DataError(f"{path}: cannot read image: corrupt, truncated or not an image "
+                    f"({_itk_reason(e)})") from None
   except Exception as e:  # noqa: BLE001 - any library failure is a bad file here
     raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
   return image
@@ -133,7 +140,7 @@ def image_array(image: sitk.Image, path) -> np.ndarray:
   try:
     array = sitk.GetArrayFromImage(image)
   except RuntimeError as e:
-    raise DataError(f"{path}: cannot convert pixels ({str(e).splitlines()[-1][:120]})") from None
+    raise DataError(f"{path}: cannot convert pixels ({_itk_reason(e)})") from None
   spatial = array.shape[:dim]
   if sum(s > 1 for s in spatial[-2:]) < 2:
     raise DataError(f"{path}: image of size {tuple(image.GetSize())} is 1-D, expected 2-D or 3-D")
@@ -184,5 +191,4 @@ def write_image(path: str | os.PathLike, array: np.ndarray,
   try:
     sitk.WriteImage(image, str(path), useCompression=path.name.lower().endswith(".gz"))
   except RuntimeError as e:
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    raise DataError(f"{path}: cannot write image ({(lines[-1] if lines else '')[:200]})") from None
+    raise DataError(f"{path}: cannot write image ({_itk_reason(e)})") from None
