@@ -230,11 +230,21 @@ def conv_matrix_dense(ex: Example) -> tuple[np.ndarray, np.ndarray]:
   The structure is W of an all-ones kernel, so a kernel coefficient that is 0
   still counts as a (stored) entry, and zero padding never does.
   """
+  W, S = _dense_matrices(ex.w, ex.x.shape[1:], **ex.conv_kwargs)
+  return np.asarray(W), np.asarray(S)
+
+
+def _dense_matrices(w, input_shape, *, stride, padding, dilation):
+  # One jit per call: op-by-op dispatch would compile every primitive separately.
   import jax.numpy as jnp
   from jaxseg import ops
-  W = ops.conv_matrix(jnp.asarray(ex.w), ex.x.shape[1:], **ex.conv_kwargs)
-  ones = ops.conv_matrix(jnp.ones_like(jnp.asarray(ex.w)), ex.x.shape[1:], **ex.conv_kwargs)
-  return np.asarray(W.todense()), np.asarray(ones.todense()) != 0
+
+  def f(w):
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    return (ops.conv_matrix(w, input_shape, **kw).todense(),
+            ops.conv_matrix(jnp.ones_like(w), input_shape, **kw).todense() != 0)
+  import jax
+  return jax.jit(f)(jnp.asarray(w))
 
 
 def im2col_patches(ex: Example) -> np.ndarray:
@@ -274,37 +284,46 @@ def transpose_output_padding(ex: Example):
   return tuple(op)
 
 
+def _conv_views(x, w, y, *, kw, output_padding, transpose):
+  """conv (direct, lax), its vjp at y and (optionally) conv_transpose of y, in one jit."""
+  import jax
+  from jaxseg import ops
+
+  def f(x, w, y):
+    y_direct = ops.conv(x, w, impl="direct", **kw)
+    y_lax, vjp = jax.vjp(lambda v: ops.conv(v, w, impl="lax", **kw), x)
+    tconv = ops.conv_transpose(y, w, output_padding=output_padding, **kw) if transpose else None
+    return y_direct, y_lax, vjp(y)[0], tconv
+  return jax.jit(f)(x, w, y)
+
+
 def explain(ex: Example) -> dict:
   """Computes every view of the example; all arrays are NumPy."""
-  import jax
   import jax.numpy as jnp
-  from jaxseg import ops
-  x, w = jnp.asarray(ex.x), jnp.asarray(ex.w)
-  kw = ex.conv_kwargs
   oh, ow = ex.out_hw
   cout = ex.w.shape[-1]
   W, structure = conv_matrix_dense(ex)
   x_vec = ex.x[0].reshape(-1)
   y_vec = W @ x_vec
   y_matrix = y_vec.reshape(oh, ow, cout)
-  y_direct = np.asarray(ops.conv(x, w, impl="direct", **kw))[0]
-  y_lax = np.asarray(ops.conv(x, w, impl="lax", **kw))[0]
   # The transpose: W^T y, the conv_transpose op, and the gradient (vjp) of the conv.
-  y = jnp.asarray(y_matrix[None])
   wty = (W.T @ y_vec).reshape(ex.x.shape[1:])
-  _, vjp = jax.vjp(lambda v: ops.conv(v, w, impl="lax", **kw), x)
-  grad = np.asarray(vjp(y)[0])[0]
   output_padding = transpose_output_padding(ex)
+  args = (jnp.asarray(ex.x), jnp.asarray(ex.w), jnp.asarray(y_matrix[None]))
   try:
-    tconv = np.asarray(ops.conv_transpose(y, w, output_padding=output_padding, **kw))[0]
-  except UserError:
-    tconv = None
+    y_direct, y_lax, grad, tconv = _conv_views(*args, kw=ex.conv_kwargs,
+                                               output_padding=output_padding, transpose=True)
+  except UserError:     # conv_transpose cannot reach this input size
+    y_direct, y_lax, grad, tconv = _conv_views(*args, kw=ex.conv_kwargs,
+                                               output_padding=None, transpose=False)
+  tconv = None if tconv is None else np.asarray(tconv)[0]
   if tconv is not None and tconv.shape != wty.shape:
     tconv = None
   patches = im2col_patches(ex)
   kmat = ex.w.reshape(-1, cout)
-  return dict(x_vec=x_vec, W=W, structure=structure, y_matrix=y_matrix, y_direct=y_direct,
-              y_lax=y_lax, wty=wty, conv_transpose=tconv, vjp=grad, patches=patches,
+  return dict(x_vec=x_vec, W=W, structure=structure, y_matrix=y_matrix,
+              y_direct=np.asarray(y_direct)[0], y_lax=np.asarray(y_lax)[0], wty=wty,
+              conv_transpose=tconv, vjp=np.asarray(grad)[0], patches=patches,
               kmat=kmat, im2col=(patches @ kmat).reshape(oh, ow, cout),
               output_padding=output_padding)
 
@@ -475,8 +494,8 @@ def _spy(ax, W, structure, title):
   import matplotlib.colors as mcolors
   vmax = float(np.max(np.abs(W))) or 1.0
   img = np.ma.masked_where(~structure, W)
-  cmap = mcolors.LinearSegmentedColormap.from_list("bwr_", ["#2166ac", "#e0e0e0", "#b2182b"])
-  cmap.set_bad("white")
+  cmap = mcolors.LinearSegmentedColormap.from_list(
+      "bwr_", ["#2166ac", "#e0e0e0", "#b2182b"]).with_extremes(bad="white")
   ax.imshow(img, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest", aspect="equal")
   ax.set_title(title, fontsize=9)
   ax.set_xlabel("input index", fontsize=8)
