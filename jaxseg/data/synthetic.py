@@ -12,8 +12,8 @@ random (all sizes below are for 256 x 256 and scale with ``size``):
   irregular) inside a darker myocardium ring 6-10 px thick, two papillary
   muscles (dark blobs inside the pool), and the RV, a bright crescent wrapped
   around the septum;
-- partial-volume blur, a smooth multiplicative bias field, Rician noise and a
-  random global contrast.
+- a smooth tissue texture, partial-volume blur, a smooth multiplicative bias
+  field, Rician noise and a random global contrast.
 
 Label 1 is the LV cavity inside the endocardium *including* the papillary
 muscles, as the Sunnybrook i-contours draw it; the RV, aorta and everything
@@ -51,7 +51,8 @@ class _Frame:
 
   def __init__(self, size, cx, cy, theta):
     self.size, self.cx, self.cy = size, cx, cy
-    self.c, self.s = np.cos(theta), np.sin(theta)
+    # Python floats, not NumPy float64 scalars, keep the grids float32.
+    self.c, self.s = float(np.cos(theta)), float(np.sin(theta))
     y, x = _grid(size)
     self.u = self.c * (x - cx) + self.s * (y - cy)
     self.v = -self.s * (x - cx) + self.c * (y - cy)
@@ -68,7 +69,7 @@ class _Frame:
     """Boolean mask of an ellipse centred at (cu, cv), axes rotated by `angle`."""
     mask = np.zeros((self.size, self.size), bool)
     box = self.box(cu, cv, max(ru, rv))
-    c, s = np.cos(angle), np.sin(angle)
+    c, s = float(np.cos(angle)), float(np.sin(angle))
     du, dv = self.u[box] - cu, self.v[box] - cv
     a = (c * du + s * dv) / ru
     b = (-s * du + c * dv) / rv
@@ -97,7 +98,7 @@ def phantom(rng: np.random.Generator, size: int = 256):
   cx, cy = size / 2 + u01(-12, 12) * s, size / 2 + u01(-10, 10) * s
   frame = _Frame(size, cx, cy, theta)
   ell = frame.ellipse
-  ax, ay = u01(100, 118) * s, u01(72, 90) * s
+  ax, ay = u01(102, 128) * s, u01(76, 96) * s
   gain = u01(0.75, 1.25)
   level = {
       "fat": u01(650, 850), "muscle": u01(200, 280), "tissue": u01(250, 340),
@@ -126,7 +127,7 @@ def phantom(rng: np.random.Generator, size: int = 256):
   t = u01(6, 10) * s
   box = frame.box(lu, lv, 1.1 * (max(rx, ry) + t))
   p, q = frame.u[box] - lu, frame.v[box] - lv
-  c0, s0 = np.cos(phi0), np.sin(phi0)
+  c0, s0 = float(np.cos(phi0)), float(np.sin(phi0))
   pa, qa = c0 * p + s0 * q, -s0 * p + c0 * q
   ang = np.arctan2(qa, pa)
   wobble = (u01(0, 0.06) * np.cos(2 * ang + u01(0, 2 * np.pi)) +
@@ -168,6 +169,16 @@ def phantom(rng: np.random.Generator, size: int = 256):
     pr = u01(0.15, 0.25) * r
     img[endo & ell(lu + rad * np.cos(a), lv + rad * np.sin(a), pr, pr)] = level["myo"]
 
+  # Tissue texture: a smooth random field of a few plane waves, +-5-10%;
+  # cos(kx x + ky y + p) is split into outer products of 1-D waves (cheap).
+  ramp = np.arange(size, dtype=np.float64)
+  texture = np.zeros((size, size), np.float32)
+  for _ in range(4):
+    k = 2 * np.pi / (u01(12, 40) * s)
+    a = u01(0, np.pi)
+    wx, wy = k * np.cos(a) * ramp + u01(0, 2 * np.pi), k * np.sin(a) * ramp
+    texture += (np.outer(np.cos(wy), np.cos(wx)) - np.outer(np.sin(wy), np.sin(wx))).astype(np.float32)
+  img *= 1 + np.float32(u01(0.025, 0.05)) * texture
   img = _blur(img * np.float32(gain))
   y, x = _grid(size)
   yy, xx = (y / size) * 2 - 1, (x / size) * 2 - 1
