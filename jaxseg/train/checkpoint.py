@@ -27,13 +27,15 @@ class Checkpoints:
     import jax
     self.workdir = os.path.abspath(workdir)
     multi = ocp.options.MultiprocessingOptions(primary_host=0)
-    common = dict(enable_async_checkpointing=False, create=not read_only, read_only=read_only,
-                  multiprocessing_options=multi)
     del jax
-    self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
-                                        options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common))
-    self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"),
-                                      options=ocp.CheckpointManagerOptions(max_to_keep=1, **common))
+    def options(max_to_keep):
+      if read_only:  # never saves; (orbax's read_only=True only adds warnings)
+        return ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False,
+                                            multiprocessing_options=multi)
+      return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False,
+                                          multiprocessing_options=multi)
+    self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"), options=options(keep))
+    self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"), options=options(1))
 
   def save(self, epoch: int, state, meta: dict, *, is_best: bool) -> None:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))

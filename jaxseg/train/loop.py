@@ -219,3 +219,36 @@ def _sample_figure(model, params, ds, index, eval_step, workdir, epoch, writer) 
   logs.save_sample_png(os.path.join(workdir, "figures", f"epoch_{epoch:03d}.png"),
                        image[0], label[0], pred, title=f"epoch {epoch}")
   writer.image("val/sample", logs.sample_panel(image[0], label[0], pred)[..., None].repeat(3, -1), epoch)
+
+
+def restore_run(workdir: str, which: str = "latest"):
+  """A finished (or stopped) run -> (config, model, params (numpy), meta).
+
+  `which` is "latest" or "best"; "best" falls back to "latest" if the run
+  has no best checkpoint. ConfigError if `workdir` holds no checkpoint.
+  """
+  import jax
+  import jax.numpy as jnp
+  from jaxseg.train import checkpoint, state as state_lib
+  if not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir: {workdir} does not exist (train a model first: jaxseg train --workdir DIR)")
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise ConfigError(f"--workdir: {workdir} holds no checkpoint (train a model first)")
+  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
+  try:
+    if which == "best" and ckpts.latest_epoch("best") is None:
+      which = "latest"
+    if ckpts.latest_epoch(which) is None:
+      raise ConfigError(f"--workdir: {workdir} holds no finished checkpoint")
+    meta = ckpts.read_meta(which)
+    config = TrainConfig.from_dict(meta["config"])
+    model = state_lib.make_model(config, int(meta["in_channels"]))
+    tx = state_lib.make_optimizer(config)
+    sample = jnp.zeros((1, *meta["image_shape"]), jnp.float32)
+    target = jax.device_get(jax.eval_shape(lambda: state_lib.create_train_state(
+        model, tx, jax.random.PRNGKey(0), sample)))
+    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
+    state, meta = ckpts.restore(target, which)
+  finally:
+    ckpts.close()
+  return config, model, state.params, meta
