@@ -59,6 +59,13 @@ class Dataset:
   def __len__(self) -> int:
     return len(self.labels)
 
+  def padded_to(self, multiple: int) -> "Dataset":
+    """The slices zero-padded at the bottom/right to a multiple of `multiple`
+    (labels padded with background), for models that need such sizes."""
+    images, _ = pad_to_multiple(self.images, multiple)
+    labels, _ = pad_to_multiple(self.labels, multiple)
+    return Dataset(images, labels, self.cases, self.name, self.normalization)
+
   def subset(self, mask_or_index, name: str | None = None) -> "Dataset":
     """The slices selected by a boolean mask or index array."""
     return Dataset(self.images[mask_or_index], self.labels[mask_or_index],

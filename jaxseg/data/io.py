@@ -167,13 +167,23 @@ def write_image(path: str | os.PathLike, array: np.ndarray,
 
   With ``geometry`` of the same dimension, the spacing, origin and direction
   are copied onto the written image, so a prediction lands where its input was.
-  Integer labels written to 8-bit formats (PNG, JPEG, BMP) are cast to uint8.
+  Integer labels written to 8-bit formats (PNG, JPEG, BMP) are cast to uint8,
+  and a one-slice volume written to them becomes a 2-D image.
   """
   path = Path(path)
   array = np.asarray(array)
+  two_d_only = path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")
+  if two_d_only and array.ndim == 3 and array.shape[0] == 1 and (
+      geometry is None or len(geometry.size) == 3):
+    # A single-slice volume (e.g. one DICOM frame) written to a 2-D format.
+    array = array[0]
+    if geometry is not None:
+      d = geometry.direction
+      geometry = Geometry(geometry.size[:2], geometry.spacing[:2], geometry.origin[:2],
+                          (d[0], d[1], d[3], d[4]))
   if array.dtype == np.bool_:
     array = array.astype(np.uint8)
-  if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp") and array.dtype.kind in "iu":
+  if two_d_only and array.dtype.kind in "iu":
     if array.size and (array.min() < 0 or array.max() > 255):
       raise DataError(f"{path}: values outside 0..255 cannot be stored as 8-bit")
     array = array.astype(np.uint8)

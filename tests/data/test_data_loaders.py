@@ -238,3 +238,21 @@ def test_train_val_with_explicit_val_spec(tmp_path, layouts):
   assert len(train) == 3 and len(val) == 9 and val.name == f"folder:{root}"
   train, val = data.train_val(f"folder:{root}", "synthetic:1,2,32")
   assert len(train) == 9 and len(val) == 2
+
+
+def test_single_dicom_frame_prediction_written_as_png(tmp_path, layouts):
+  dcm = layouts.dicom(tmp_path / "IM-0001-0001.dcm", np.arange(30, dtype=np.int16).reshape(5, 6), 1)
+  array, geom = data.read_image(dcm)
+  assert array.shape == (1, 5, 6) and len(geom.size) == 3
+  labels = (array > 10).astype(np.uint8)
+  data.write_image(tmp_path / "pred.png", labels, geom)
+  back = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred.png")))
+  np.testing.assert_array_equal(back, labels[0])
+
+
+def test_dataset_padded_to_multiple():
+  ds, _ = data.load("synthetic:2,1,40")
+  padded = ds.padded_to(16)
+  assert padded.images.shape == (2, 48, 48, 1) and padded.labels.shape == (2, 48, 48)
+  np.testing.assert_array_equal(padded.images[:, :40, :40], ds.images)
+  assert padded.labels.sum() == ds.labels.sum() and padded.normalization == "div1024"
