@@ -6,8 +6,8 @@ Layout (as downloaded; folder names above these are free):
     PATH/.../TrainingDataContours/SC-HF-I-01/contours-manual/IRCCI-expert/
         IM-0001-0048-icontour-manual.txt                      "x y" per line, pixels
 
-Each i-contour (LV endocardium; papillary muscles inside the contour count
-as LV) is filled into a binary mask and paired with image number NNNN of the
+Each i-contour (LV endocardium; everything inside it, papillary muscles
+included, counts as LV) is filled into a binary mask and paired with image number NNNN of the
 case's short-axis (SAX) series, given by :data:`SAX_SERIES` (the challenge
 mapping used by the Kaggle/NVIDIA tutorials). For a case missing from the
 mapping the one series with an ``IM-*-NNNN.dcm`` file is used. Intensities are

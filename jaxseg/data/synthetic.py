@@ -16,8 +16,9 @@ random (all sizes below are for 256 x 256 and scale with ``size``):
   field, Rician noise and a random global contrast.
 
 Label 1 is the LV cavity inside the endocardium *including* the papillary
-muscles, as the Sunnybrook i-contours draw it; the RV, aorta and everything
-else is 0. The LV covers about 1.3% of the pixels on average (0.5-2.5% per
+muscles (they lie inside a smooth endocardial contour, and a filled contour
+is what the Sunnybrook labels are), so a model must find the contour rather
+than threshold bright pixels; the RV, aorta and everything else is 0. The LV covers about 1.3% of the pixels on average (0.5-2.5% per
 image), so predicting background everywhere scores ~98.7% accuracy, as in the
 DLI lab. Raw intensities are MRI-like, 0 to ~1000; :func:`generate` returns
 them raw and the `synthetic` data spec divides them by 1024 like the lab.
