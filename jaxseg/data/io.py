@@ -9,11 +9,13 @@ NIfTI files and gzip streams are checked for completeness here first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
 import re
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -114,6 +116,25 @@ def _itk_reason(error: Exception) -> str:
   return re.sub(r"\(0x[0-9a-fA-F]+\)", "", reason)[:200]
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+  """Silences file descriptor 2 for the duration (ITK's MetaIO and GDCM print
+  read problems straight to std::cerr; the DataError says what went wrong)."""
+  try:
+    sys.stderr.flush()
+    saved = os.dup(2)
+  except (OSError, AttributeError, ValueError):
+    yield
+    return
+  try:
+    with open(os.devnull, "wb") as devnull:
+      os.dup2(devnull.fileno(), 2)
+      yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
 def read_sitk(path: str | os.PathLike) -> sitk.Image:
   """sitk.ReadImage with every failure turned into a one-line DataError."""
   path = check_readable(path)
@@ -123,7 +144,8 @@ def read_sitk(path: str | os.PathLike) -> sitk.Image:
   elif lower.endswith(".gz"):
     _read_all_bytes(path)
   try:
-    image = sitk.ReadImage(str(path))
+    with _quiet_stderr():
+      image = sitk.ReadImage(str(path))
   except RuntimeError as e:
     raise DataError(f"{path}: cannot read image: corrupt, truncated or not an image "
                     f"({_itk_reason(e)})") from None
