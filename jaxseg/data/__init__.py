@@ -98,6 +98,9 @@ def parse_spec(spec: str) -> tuple[str, object]:
     train, val, size = numbers + [SYNTHETIC_DEFAULT[2]] * (3 - len(numbers))
     if train < 1 or val < 0 or not 16 <= size <= 4096:
       raise DataError(f"data spec {spec!r}: need TRAIN >= 1, VAL >= 0 and 16 <= SIZE <= 4096")
+    if (train + val) * size * size > 2**30:
+      raise DataError(f"data spec {spec!r}: {train + val} images of {size}x{size} would need "
+                      f"more than 4 GiB of memory")
     return scheme, (train, val, size)
   if not arg.strip():
     raise DataError(f"data spec {spec!r}: missing path ({scheme}:PATH)")

@@ -181,7 +181,8 @@ def test_unknown_spec(spec):
 
 @pytest.mark.parametrize("spec", ["synthetic:a,b", "synthetic:10", "synthetic:1,2,3,4",
                                   "synthetic:0,2", "synthetic:-4,2", "synthetic:4,-1",
-                                  "synthetic:4,2,8", "synthetic:4,2,64.5", "synthetic:"])
+                                  "synthetic:4,2,8", "synthetic:4,2,64.5", "synthetic:",
+                                  "synthetic:100000,0,4096"])
 def test_malformed_synthetic_numbers(spec):
   _raises(spec, spec)
 
