@@ -1,57 +1,25 @@
 """conv: every impl against the NumPy reference, lax's gradients, the seeds' worked examples."""
 
 import chex
-import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from jax.test_util import check_grads
 
 from jaxseg import ops, reference
 from jaxseg.errors import ConfigError
+from ops_strategies import arrays as _arrays, conv_cases, seeds
 
 IMPLS = ("direct", "im2col", "matrix", "lax")
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
-@st.composite
-def conv_cases(draw, max_nd=3):
-  """Random (x_shape, w_shape, kwargs) with a non-empty output; groups incl. depthwise."""
-  nd = draw(st.integers(1, max_nd))
-  size_max = {1: 9, 2: 7, 3: 5}[nd]
-  spatial = tuple(draw(st.lists(st.integers(2, size_max), min_size=nd, max_size=nd)))
-  kernel = tuple(draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
-  stride = tuple(draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
-  dilation = tuple(draw(st.lists(st.integers(1, 2), min_size=nd, max_size=nd)))
-  padding = draw(st.one_of(st.sampled_from(["SAME", "VALID"]),
-                           st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), min_size=nd, max_size=nd)))
-  groups = draw(st.sampled_from([1, 1, 2, 3]))
-  cin = groups * draw(st.integers(1, 2))
-  depthwise = draw(st.booleans()) and groups > 1
-  cout = cin if depthwise else groups * draw(st.integers(1, 2))
-  if depthwise:
-    groups = cin
-  k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
-  if padding == "VALID":
-    assume(all(i >= k for i, k in zip(spatial, k_eff)))
-  elif padding != "SAME":
-    assume(all(i + lo + hi >= k for i, (lo, hi), k in zip(spatial, padding, k_eff)))
-  n = draw(st.integers(1, 2))
-  return ((n,) + spatial + (cin,), kernel + (cin // groups, cout),
-          dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
-
-
-def _arrays(seed, *shapes):
-  rng = np.random.default_rng(seed)
-  return [rng.normal(size=s).astype(np.float32) for s in shapes]
-
-
 # Each hypothesis case compiles once: all impls (or all their VJPs) in one jitted function.
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=conv_cases(), seed=st.integers(0, 2**16))
+@given(case=conv_cases(), seed=seeds())
 def test_every_impl_equals_reference(case, seed):
   x_shape, w_shape, kw = case
   x, w = _arrays(seed, x_shape, w_shape)
@@ -62,7 +30,7 @@ def test_every_impl_equals_reference(case, seed):
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=conv_cases(max_nd=2), seed=st.integers(0, 2**16))
+@given(case=conv_cases(max_nd=2), seed=seeds())
 def test_gradients_equal_lax(case, seed):
   """VJPs with a random cotangent (a cotangent of ones lets XLA simplify the backward pass)."""
   x_shape, w_shape, kw = case
