@@ -38,5 +38,8 @@ def test_cnn3_two_steps_pallas_matches_lax():
   params_lax, losses_lax = _two_sgd_steps("lax", x, labels)
   params_pallas, losses_pallas = _two_sgd_steps("pallas", x, labels)
   assert losses_lax[1] != losses_lax[0]           # the steps did change the parameters
-  chex.assert_trees_all_close(losses_pallas, losses_lax, atol=1e-5, rtol=1e-5)
-  chex.assert_trees_all_close(params_pallas, params_lax, atol=1e-5, rtol=1e-4)
+  # Interpret mode on the CPU is float32-exact up to summation order; a GPU's
+  # Triton dot uses TF32.
+  tol = dict(atol=1e-5, rtol=1e-4) if jax.default_backend() == "cpu" else dict(atol=2e-2, rtol=2e-2)
+  chex.assert_trees_all_close(losses_pallas, losses_lax, **tol)
+  chex.assert_trees_all_close(params_pallas, params_lax, **tol)
