@@ -427,8 +427,13 @@ def report(ex: Example, r: dict) -> str:
            f"density {nnz / W.size:.3f} ({nnz / W.shape[0]:.1f} per row, "
            f"at most {kh * kw * cin} = kh*kw*Cin).")
   if max(W.shape) <= DENSE_LIMIT:
-    L.append("'.' = structural zero (the filter does not reach that pixel); every row is the same "
-             "filter, shifted by the stride:")
+    if cin * cout == 1:
+      L.append("'.' = structural zero (the filter does not reach that pixel); every row is the same "
+               "filter, shifted by the stride:")
+    else:
+      L.append(f"'.' = structural zero; each output pixel has {cout} row{"s" if cout > 1 else ""} (one per output channel), "
+               f"and its taps are blocks of {cin} adjacent columns (the input channels); the rows of "
+               "every output pixel repeat the same pattern, shifted by the stride:")
     labels = [f"y[{i},{j}{',' + str(c) if cout > 1 else ''}]"
               for i in range(oh) for j in range(ow) for c in range(cout)]
     L += ["  " + s for s in format_matrix(W, structure=structure, row_labels=labels, group=w * cin)]

@@ -11,6 +11,9 @@ such as "1,0,-1;2,0,-2;1,0,-1" (rows split by ';'). With several channels, the p
 Inputs: seed (the 5x5 example), ramp (1, 2, 3, ...), random (integers in [-2, 2], --seed),
 or a literal such as "1,2,3;4,5,6;7,8,9".
 Padding: SAME, VALID, P (all sides), PH,PW or TOP,BOTTOM,LEFT,RIGHT.
+A literal that starts with '-' needs '=': --kernel=-1,0,1
+Examples: jaxseg explain --padding SAME --stride 2 --out figs
+          jaxseg explain --size 3 --input ramp --kernel sobel_y   (the 002_* example: -24)
 """
 
 
