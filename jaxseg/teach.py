@@ -431,7 +431,7 @@ def report(ex: Example, r: dict) -> str:
       L.append("'.' = structural zero (the filter does not reach that pixel); every row is the same "
                "filter, shifted by the stride:")
     else:
-      L.append(f"'.' = structural zero; each output pixel has {cout} row{"s" if cout > 1 else ""} (one per output channel), "
+      L.append(f"'.' = structural zero; each output pixel has {cout} row{'s' if cout > 1 else ''} (one per output channel), "
                f"and its taps are blocks of {cin} adjacent columns (the input channels); the rows of "
                "every output pixel repeat the same pattern, shifted by the stride:")
     labels = [f"y[{i},{j}{',' + str(c) if cout > 1 else ''}]"
