@@ -288,47 +288,67 @@ def tap_gemm(x_flat, w_tab, phase, shift, *, rows_padded, block_sizes, interpret
 # Kernel 2 (weight gradient): dw[t] = sum_{n,p} x[n, phase[t], p + shift[t]]^T dy[n, p].
 
 
-def _weight_grad_kernel(tab_ref, x_ref, g_ref, o_ref, *, batch, m_steps, block_m):
+def _weight_grad_kernel(tab_ref, x_ref, g_ref, o_ref, *, m_steps, chunk, block_m):
   t = pl.program_id(0)
   phase = tab_ref[2 * t]
   shift = tab_ref[2 * t + 1]
   k_size, n_size = o_ref.shape
   c0 = pl.program_id(1) * k_size
   j0 = pl.program_id(2) * n_size
+  first = pl.program_id(3) * chunk
 
   def body(it, acc):
-    b = jax.lax.div(it, m_steps)
-    m0 = jax.lax.rem(it, m_steps) * block_m
+    b = jax.lax.div(first + it, m_steps)
+    m0 = jax.lax.rem(first + it, m_steps) * block_m
     xb = x_ref[b, phase, pl.ds(m0 + shift, block_m), pl.ds(c0, k_size)]
     gb = g_ref[b, pl.ds(m0, block_m), pl.ds(j0, n_size)]
     return acc + jnp.dot(xb.T, gb, preferred_element_type=jnp.float32)
 
-  acc = jax.lax.fori_loop(0, batch * m_steps, body, jnp.zeros(o_ref.shape, jnp.float32))
+  acc = jax.lax.fori_loop(0, chunk, body, jnp.zeros(o_ref.shape, jnp.float32))
   o_ref[...] = acc.astype(o_ref.dtype)
 
 
+# Split the pixel reduction of the weight gradient until about this many
+# programs run (a 3x3 conv with 64 channels has only 9 output tiles).
+_TARGET_PROGRAMS = 512
+
+
+def _num_splits(steps, programs):
+  """Largest divisor of `steps` not above the split that reaches _TARGET_PROGRAMS."""
+  want = max(1, min(steps, -(-_TARGET_PROGRAMS // programs)))
+  return max(d for d in range(1, want + 1) if steps % d == 0)
+
+
 def weight_grad(x_flat, dy_wide, phase, shift, *, block_sizes, interpret):
-  """x_flat (N, Px, L, Ci_p), dy_wide (N, rows, Co_p), tables (T,) -> (T, Ci_p, Co_p)."""
+  """x_flat (N, Px, L, Ci_p), dy_wide (N, rows, Co_p), tables (T,) -> (T, Ci_p, Co_p) float32.
+
+  Split-K: the N*rows pixels are cut into `splits` chunks, each program sums
+  one chunk and the wrapper adds the partial results.
+  """
   n, _, length, ci_p = x_flat.shape
   _, rows, co_p = dy_wide.shape
   bm, bn, bk = block_sizes.resolve(ci_p, co_p)
   assert rows % bm == 0 and length >= rows + int(np.max(shift))
   t = len(phase)
+  steps = n * (rows // bm)
+  splits = _num_splits(steps, t * (ci_p // bk) * (co_p // bn))
   tab = jnp.asarray(np.stack([phase, shift], -1).reshape(-1), jnp.int32)
-  kernel = functools.partial(_weight_grad_kernel, batch=n, m_steps=rows // bm, block_m=bm)
-  return pl.pallas_call(
+  kernel = functools.partial(_weight_grad_kernel, m_steps=rows // bm, chunk=steps // splits,
+                             block_m=bm)
+  parts = pl.pallas_call(
       kernel,
-      grid=(t, ci_p // bk, co_p // bn),
-      in_specs=[pl.BlockSpec(tab.shape, lambda i, c, j: (0,)),
-                pl.BlockSpec(x_flat.shape, lambda i, c, j: (0, 0, 0, 0)),
-                pl.BlockSpec(dy_wide.shape, lambda i, c, j: (0, 0, 0))],
-      out_specs=pl.BlockSpec((None, bk, bn), lambda i, c, j: (i, c, j)),
-      out_shape=jax.ShapeDtypeStruct((t, ci_p, co_p), jnp.float32),
+      grid=(t, ci_p // bk, co_p // bn, splits),
+      in_specs=[pl.BlockSpec(tab.shape, lambda i, c, j, s: (0,)),
+                pl.BlockSpec(x_flat.shape, lambda i, c, j, s: (0, 0, 0, 0)),
+                pl.BlockSpec(dy_wide.shape, lambda i, c, j, s: (0, 0, 0))],
+      out_specs=pl.BlockSpec((None, None, bk, bn), lambda i, c, j, s: (s, i, c, j)),
+      out_shape=jax.ShapeDtypeStruct((splits, t, ci_p, co_p), jnp.float32),
       compiler_params=backend.compiler_params(num_warps=block_sizes.num_warps,
                                               num_stages=block_sizes.num_stages),
       interpret=interpret,
       name="conv_weight_grad",
   )(tab, x_flat, dy_wide)
+  return parts.sum(0)
 
 
 # ----------------------------------------------------------------------------
