@@ -104,8 +104,9 @@ def run_case(case, args, block_sizes, interpret):
   err = 0.0
   for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     g, r = np.asarray(g, np.float32), np.asarray(r, np.float32)
-    err = max(err, float(np.max(np.abs(g - r)) / (np.max(np.abs(r)) + 1e-30)))
-  if not err <= args.rtol:            # also catches NaN
+    e = float(np.max(np.abs(g - r)) / (np.max(np.abs(r)) + 1e-30))
+    err = max(err, e if np.isfinite(e) else np.inf)   # a NaN must not pass
+  if not err <= args.rtol:
     print(f"FAIL {name}: max |pallas - lax| / max |lax| = {err:.2e} > {args.rtol:.0e}")
     return False
 
