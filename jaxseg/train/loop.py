@@ -66,6 +66,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   stops being finite; the last good checkpoint stays in `workdir`.
   """
   config.validate()
+  workdir = os.path.abspath(workdir)
+  # Before jax.distributed.initialize: it waits for every process, so no
+  # process has written anything yet when each one checks the workdir.
+  check_workdir(workdir, resume=resume, overwrite=overwrite)
+  if resume:
+    config.check_resumable(load_stored_config(workdir), workdir)
   from jaxseg.train import distributed
   distributed.initialize(config.coordinator, config.num_processes, config.process_id)
 
@@ -76,10 +82,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   from jaxseg.train import checkpoint, logging as logs, state as state_lib, step as step_lib
 
   primary = jax.process_index() == 0
-  workdir = os.path.abspath(workdir)
-  check_workdir(workdir, resume=resume, overwrite=overwrite)
-  if resume:
-    config.check_resumable(load_stored_config(workdir), workdir)
+  quiet = quiet or not primary
   devices = config.devices or (jax.device_count() if jax.process_count() > 1 else 1)
   if config.batch_size % devices:
     raise ConfigError(f"--batch-size: {config.batch_size} is not divisible by {devices} devices")
@@ -118,9 +121,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
     start_epoch, history = int(meta["epoch"]), list(meta["history"])
     best = (float(meta["best_val_dice"]), int(meta["best_epoch"]))
     _log(f"resuming {workdir} after epoch {start_epoch}", quiet)
-  os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
   writer = logs.MetricsWriter(workdir, enabled=primary)
   if primary:
+    os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
     save_json(config, os.path.join(workdir, "config.json"))
     writer.rewrite(history)
 
