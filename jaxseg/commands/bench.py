@@ -1,13 +1,80 @@
-"""`jaxseg bench` (not implemented yet)."""
+"""`jaxseg bench`: time conv implementations or whole training steps."""
 
-HELP = "bench (not implemented yet)"
+from __future__ import annotations
+
+HELP = ("benchmark the conv implementations on a model's layers (--what conv) or a whole "
+        "training step (--what train), optionally against PyTorch and Keras (--peers)")
+
+
+def _csv(text):
+  return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _ints(text):
+  try:
+    return tuple(int(t) for t in _csv(text))
+  except ValueError:
+    import argparse
+    raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
 
 
 def add_arguments(parser):
-  del parser
+  parser.add_argument("--what", choices=("conv", "train"), default="train",
+                      help="conv: every impl on every conv layer; train: seconds per step")
+  parser.add_argument("--model", default=None,
+                      help="model name (train: default fcn; conv: default fcn,unet_small)")
+  parser.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
+  parser.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
+  parser.add_argument("--impls", type=_csv, default=None,
+                      help="comma-separated conv impls (conv: default all; train: default lax)")
+  parser.add_argument("--steps", type=int, default=5, help="timed calls/steps, median reported")
+  parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
+  parser.add_argument("--budget", type=float, default=20.0,
+                      help="conv: seconds per measurement before fewer steps are timed")
+  parser.add_argument("--peers", action="store_true",
+                      help="train: also PyTorch (CPU) and Keras 3 on JAX, interleaved; ratios")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="--peers: blocks of --steps per framework, taken in turn")
+  parser.add_argument("--sweep", action="store_true",
+                      help="time and memory vs image size and batch size")
+  parser.add_argument("--sizes", type=_ints, default=(64, 128, 256, 512),
+                      help="--sweep image sizes (default 64,128,256,512)")
+  parser.add_argument("--batches", type=_ints, default=(1, 2, 4, 8, 16, 32),
+                      help="--sweep batch sizes (default 1,2,4,8,16,32)")
+  parser.add_argument("--layer", default="conv2",
+                      help="conv --sweep: layer of the architecture table (default conv2 of fcn)")
+  parser.add_argument("--step", choices=("product", "plain"), default="product",
+                      help="train: the step of jaxseg.train (product) or a bare one (plain)")
+  parser.add_argument("--plot", metavar="FILE", default=None, help="PNG of the sweep")
+  parser.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
+
+
+def _check(args):
+  from jaxseg.errors import ConfigError
+  for flag in ("batch_size", "image_size", "steps", "rounds"):
+    if getattr(args, flag) < 1:
+      raise ConfigError(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+  if args.warmup < 0:
+    raise ConfigError(f"--warmup: must be >= 0, got {args.warmup}")
+  if args.budget <= 0:
+    raise ConfigError(f"--budget: must be > 0, got {args.budget}")
+  if args.peers and args.what != "train":
+    raise ConfigError("--peers: only with --what train")
+  if args.plot and not args.sweep:
+    raise ConfigError("--plot: plots the sweep; add --sweep")
 
 
 def run(args):
-  del args
-  from jaxseg.errors import UserError
-  raise UserError("'bench' is not implemented yet")
+  import json
+  _check(args)
+  if args.peers:
+    from jaxseg.bench import peers
+    peers.require_peers()  # before any slow work: a missing peer is one line, exit 2
+  from jaxseg.bench import report
+  if args.what == "conv":
+    result = report.run_conv(args)
+  else:
+    result = report.run_train(args)
+  if args.json:
+    print(json.dumps(result, default=float))
+  return 1 if result.get("wrong") else 0

@@ -1,0 +1,180 @@
+"""Benchmark every conv implementation on every conv layer of a model.
+
+For each layer and impl: the output and both gradients are first checked
+against ``impl="lax"`` (a wrong impl is reported and never timed), then the
+forward and the forward+backward are timed. The backward uses ``jax.vjp``
+with a random cotangent: with ``grad(sum(conv))`` the cotangent is all ones
+and XLA folds much of the backward away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg.bench.layers import ConvLayer, matrix_nnz
+from jaxseg.bench.timing import compiled_memory_mb, time_fn
+
+# A wrong impl is off by O(1) of the output's scale; float32 sums of a few
+# thousand terms in another order differ by ~1e-6, TF32 on GPUs by ~1e-3.
+REL_TOL = 5e-3
+# conv_matrix stores 3 numbers per entry (value + 2 int32 indices): 12 bytes.
+BCOO_BYTES_PER_NNZ = 12
+MATRIX_MAX_NNZ = 20_000_000  # 240 MB per image: beyond, the matrix impl is skipped
+# direct and matrix build one op per kernel tap: a 31x31 kernel is 961 unrolled
+# ops (x2 for the VJP), which takes XLA minutes to compile; beyond this, skip.
+MAX_UNROLLED_TAPS = 64
+
+
+class WrongResult(AssertionError):
+  """An impl disagrees with lax beyond the tolerance."""
+
+
+def impls_available(kind: str) -> tuple[str, ...]:
+  from jaxseg import ops
+  if kind == "conv":
+    return tuple(getattr(ops, "CONV_IMPLS", ("direct", "im2col", "matrix", "lax", "pallas")))
+  return tuple(getattr(ops, "CONV_TRANSPOSE_IMPLS",
+                       ("direct", "matrix", "lax", "col2im", "pallas")))
+
+
+def layer_fn(layer: ConvLayer, impl: str) -> Callable:
+  """``f(x, w)`` running this layer with this impl through ``jaxseg.ops``."""
+  kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
+  if layer.kind == "conv":
+    return functools.partial(_call, "conv", impl=impl, groups=layer.groups, **kw)
+  return functools.partial(_call, "conv_transpose", impl=impl, **kw)
+
+
+def _call(op, x, w, **kw):
+  from jaxseg import ops
+  # Looked up at call time, so that tests can monkeypatch jaxseg.ops.
+  return getattr(ops, op)(x, w, **kw)
+
+
+def fwd_bwd(f: Callable) -> Callable:
+  """(x, w, ct) -> (y, dx, dw): the forward and the VJP with cotangent ``ct``.
+
+  y is returned so the forward is not dead code (the VJP of a linear op does
+  not need it).
+  """
+  def g(x, w, ct):
+    y, vjp = jax.vjp(f, x, w)
+    dx, dw = vjp(ct)
+    return y, dx, dw
+  return g
+
+
+def layer_inputs(layer: ConvLayer, seed: int = 0):
+  """Random x, w (scaled by 1/sqrt(fan-in)) and a random cotangent for the output."""
+  kx, kw, kc = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(kx, layer.x_shape, jnp.float32)
+  fan_in = math.prod(layer.w_shape[:-1])
+  w = jax.random.normal(kw, layer.w_shape, jnp.float32) / np.sqrt(fan_in)
+  ct = jax.random.normal(kc, layer.out_shape, jnp.float32)
+  return x, w, ct
+
+
+def compare(layer: ConvLayer, impl: str, got, ref) -> float:
+  """Largest error of (y, dx, dw) relative to lax's magnitude; raises WrongResult."""
+  worst = 0.0
+  for name, a, b in zip(("y", "dx", "dw"), got, ref):
+    if a.shape != b.shape:
+      raise WrongResult(f"{impl} on {layer.describe()}: {name} shape {a.shape} != lax {b.shape}")
+    scale = float(jnp.max(jnp.abs(b))) or 1.0
+    err = float(jnp.max(jnp.abs(a - b))) / scale
+    if not np.isfinite(err) or err > REL_TOL:
+      raise WrongResult(f"{impl} on {layer.describe()}: {name} differs from lax "
+                        f"(max error {err:.2e} of max|lax|, tolerance {REL_TOL:g})")
+    worst = max(worst, err)
+  return worst
+
+
+def skip_reason(layer: ConvLayer, impl: str, *, explicit: bool) -> str | None:
+  """Why an impl is not timed on this layer by default (None: time it)."""
+  if impl == "pallas" and jax.devices()[0].platform == "cpu" and not explicit:
+    return "pallas runs in interpret mode on CPU: not a speed measurement (ask with --impls)"
+  taps = math.prod(layer.w_shape[:-2])
+  if impl in ("direct", "matrix") and taps > MAX_UNROLLED_TAPS:
+    return (f"{impl}: {taps} kernel taps, one unrolled op each (compiles for minutes); "
+            f"cap {MAX_UNROLLED_TAPS}")
+  if impl == "matrix" and layer.kind == "conv":
+    nnz = matrix_nnz(layer)
+    if nnz > MATRIX_MAX_NNZ:
+      return (f"matrix: {nnz / 1e6:.0f}M nonzeros per image "
+              f"({nnz * BCOO_BYTES_PER_NNZ / 2**30:.1f} GiB), over the {MATRIX_MAX_NNZ / 1e6:.0f}M cap")
+  return None
+
+
+def bench_layer(layer: ConvLayer, impls: Sequence[str], *, steps: int, warmup: int,
+                budget: float | None, peak_gflops: float | None, explicit: bool = False,
+                memory: bool = False) -> list[dict]:
+  """Rows (one per impl) for one layer: status, seconds, GFLOP/s, fraction of peak."""
+  x, w, ct = layer_inputs(layer)
+  ref_g = jax.jit(fwd_bwd(layer_fn(layer, "lax")))
+  ref = None
+  rows = []
+  for impl in impls:
+    row = {"model": layer.model, "layer": layer.name, "kind": layer.kind,
+           "shape": layer.describe(), "count": layer.count, "impl": impl,
+           "flops_fwd": layer.flops, "status": "ok", "note": ""}
+    if layer.kind == "conv":
+      row["matrix_nnz"] = matrix_nnz(layer)
+      row["matrix_mb"] = row["matrix_nnz"] * BCOO_BYTES_PER_NNZ / 2**20
+    rows.append(row)
+    reason = skip_reason(layer, impl, explicit=explicit)
+    if reason:
+      row.update(status="skipped", note=reason)
+      continue
+    f = jax.jit(layer_fn(layer, impl))
+    g = ref_g if impl == "lax" else jax.jit(fwd_bwd(layer_fn(layer, impl)))
+    try:  # correctness first: the same compiled g is then timed
+      if ref is None:
+        ref = jax.block_until_ready(ref_g(x, w, ct))
+      row["max_rel_error"] = compare(layer, impl, g(x, w, ct), ref)
+    except WrongResult as e:
+      row.update(status="wrong", note=str(e))
+      continue
+    except Exception as e:  # an impl that does not run on this shape: say why, go on
+      msg = str(e).splitlines()[0][:160] if str(e) else ""
+      row.update(status="error", note=f"{type(e).__name__}: {msg}")
+      continue
+    try:
+      tf = time_fn(f, x, w, steps=steps, warmup=warmup, budget=budget)
+      tg = time_fn(g, x, w, ct, steps=steps, warmup=warmup, budget=budget)
+    except Exception as e:  # e.g. out of memory on a big shape
+      row.update(status="error", note=f"{type(e).__name__} while timing: {str(e)[:120]}")
+      continue
+    row.update(fwd_s=tf.median, fwdbwd_s=tg.median,
+               gflops_fwd=layer.flops / tf.median / 1e9,
+               gflops_fwdbwd=3 * layer.flops / tg.median / 1e9,
+               note="; ".join(n for n in (tf.note, tg.note) if n))
+    if peak_gflops:
+      row["frac_peak_fwd"] = row["gflops_fwd"] / peak_gflops
+      row["frac_peak_fwdbwd"] = row["gflops_fwdbwd"] / peak_gflops
+    if memory:
+      mem = compiled_memory_mb(g, x, w, ct)
+      if mem:
+        row["fwdbwd_temp_mb"] = mem["temp_mb"]
+  lax_row = next((r for r in rows if r["impl"] == "lax" and "fwdbwd_s" in r), None)
+  if lax_row:
+    for r in rows:
+      if "fwdbwd_s" in r:
+        r["vs_lax_fwd"] = r["fwd_s"] / lax_row["fwd_s"]
+        r["vs_lax_fwdbwd"] = r["fwdbwd_s"] / lax_row["fwdbwd_s"]
+  return rows
+
+
+def scaled(layer: ConvLayer, *, batch: int, image_size: int, base_size: int) -> ConvLayer:
+  """The same layer at another batch and input image size (spatial dims scale together)."""
+  f = image_size / base_size
+
+  def sc(shape):
+    return (batch, *(max(1, int(round(s * f))) for s in shape[1:-1]), shape[-1])
+  return dataclasses.replace(layer, x_shape=sc(layer.x_shape), out_shape=sc(layer.out_shape))

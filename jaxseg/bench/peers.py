@@ -1,0 +1,341 @@
+"""The same training step in jaxseg, PyTorch (CPU) and Keras 3 on JAX, timed in turn.
+
+Each framework runs in its own worker process (own threads, own imports,
+own peak memory), builds the model, compiles and warms up, then waits. The
+parent asks each worker in turn for a block of steps, rotating the order
+every round, so that all frameworks see the same machine load and the
+ratios are fair on a shared, noisy machine.
+
+Same for all three: model architecture (the lab FCN or the DSB-2018
+U-Net), input batch shape, pixel-wise softmax cross-entropy on logits,
+Adam with learning rate 1e-3, float32, random data. PyTorch uses NCHW (its
+default on CPU) and symmetric padding k//2, which has the FLOPs of
+TensorFlow's "SAME" padding jaxseg and Keras use.
+
+Run a worker by hand: ``python -m jaxseg.bench.peers torch fcn 8 256``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+FRAMEWORKS = ("jaxseg", "torch", "keras")
+PEER_MODELS = ("fcn", "unet_small")
+_UNET_WIDTHS = (16, 32, 64, 128, 256)
+_UNET_DROPOUT = (0.1, 0.1, 0.2, 0.2, 0.3)
+_TAG = "@@"  # protocol lines start with this; anything else a library prints is ignored
+
+
+def missing_peers() -> list[str]:
+  """Names of the peer packages that are not installed."""
+  return [name for name in ("torch", "keras") if _find_spec(name) is None]
+
+
+def _find_spec(name):
+  if name in sys.modules and sys.modules[name] is None:  # blocked (as tests do)
+    return None
+  return importlib.util.find_spec(name)
+
+
+def require_peers() -> None:
+  """Raise a one-line UserError naming the missing packages and how to install them."""
+  missing = missing_peers()
+  if missing:
+    from jaxseg.errors import UserError
+    raise UserError(f"--peers needs PyTorch and Keras 3 (missing: {', '.join(missing)}); "
+                    "install them with: pip install -e '.[peers]'")
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+def torch_model(name: str, *, in_channels: int = 1, num_classes: int = 2):
+  import torch.nn as nn
+  if name == "fcn":
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 100, 5, stride=2, padding=2), nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(100, 200, 5, stride=2, padding=2), nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(200, 300, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(300, 300, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(300, num_classes, 3, padding=1), nn.ReLU(),
+        # Keras' SAME 31x31/16 transposed conv: out = 16*in = (in-1)*16 - 2*8 + 31 + 1.
+        nn.ConvTranspose2d(num_classes, num_classes, 31, stride=16, padding=8, output_padding=1))
+  if name == "unet_small":
+    return _TorchUNet(in_channels, num_classes)
+  raise ValueError(name)
+
+
+def _torch_unet_class():
+  import torch
+  import torch.nn as nn
+
+  class Block(nn.Sequential):
+    def __init__(self, cin, c, rate):
+      super().__init__(nn.Conv2d(cin, c, 3, padding=1), nn.ELU(), nn.Dropout(rate),
+                       nn.Conv2d(c, c, 3, padding=1), nn.ELU())
+
+  class UNet(nn.Module):
+    def __init__(self, in_channels, num_classes):
+      super().__init__()
+      cin, self.down, self.up, self.dec = in_channels, nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+      for c, r in zip(_UNET_WIDTHS, _UNET_DROPOUT):
+        self.down.append(Block(cin, c, r))
+        cin = c
+      for c, r in zip(_UNET_WIDTHS[-2::-1], _UNET_DROPOUT[-2::-1]):
+        self.up.append(nn.ConvTranspose2d(cin, c, 2, stride=2))
+        self.dec.append(Block(2 * c, c, r))
+        cin = c
+      self.head = nn.Conv2d(cin, num_classes, 1)
+      self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+      skips = []
+      for i, block in enumerate(self.down):
+        x = block(x if i == 0 else self.pool(x))
+        skips.append(x)
+      for up, dec, skip in zip(self.up, self.dec, skips[-2::-1]):
+        x = dec(torch.cat([up(x), skip], dim=1))
+      return self.head(x)
+
+  return UNet
+
+
+def _TorchUNet(in_channels, num_classes):
+  return _torch_unet_class()(in_channels, num_classes)
+
+
+def torch_prepare(model: str, batch: int, size: int, *, in_channels=1, num_classes=2, seed=0,
+                  **_):
+  import numpy as np
+  import torch
+  from jaxseg.bench.train import synthetic_batch
+  torch.manual_seed(seed)
+  net = torch_model(model, in_channels=in_channels, num_classes=num_classes)
+  net.train()
+  x_np, y_np = synthetic_batch(batch, size, in_channels=in_channels, num_classes=num_classes,
+                               seed=seed)
+  x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
+  y = torch.from_numpy(y_np.astype(np.int64))
+  opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def step_once():
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(net(x), y)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+  info = {"version": torch.__version__, "threads": torch.get_num_threads(),
+          "params": sum(p.numel() for p in net.parameters())}
+  return step_once, info
+
+
+# ---------------------------------------------------------------- Keras 3 on JAX
+
+
+def keras_model(name: str, *, size: int, in_channels: int = 1, num_classes: int = 2):
+  import keras
+  from keras import layers as L
+  if name == "fcn":
+    return keras.Sequential([
+        keras.Input((size, size, in_channels)),
+        L.Conv2D(100, 5, strides=2, padding="same", activation="relu"),
+        L.MaxPool2D(2, strides=2, padding="same"),
+        L.Conv2D(200, 5, strides=2, padding="same", activation="relu"),
+        L.MaxPool2D(2, strides=2, padding="same"),
+        L.Conv2D(300, 3, padding="same", activation="relu"),
+        L.Conv2D(300, 3, padding="same", activation="relu"),
+        L.Conv2D(num_classes, 3, padding="same", activation="relu"),
+        L.Conv2DTranspose(num_classes, 31, strides=16, padding="same")])
+  if name == "unet_small":
+    inp = keras.Input((size, size, in_channels))
+    x, skips = inp, []
+    conv = lambda c: L.Conv2D(c, 3, padding="same", activation="elu", kernel_initializer="he_normal")
+    for i, (c, r) in enumerate(zip(_UNET_WIDTHS, _UNET_DROPOUT)):
+      if i:
+        x = L.MaxPool2D(2)(x)
+      x = conv(c)(L.Dropout(r)(conv(c)(x)))
+      skips.append(x)
+    for c, r, skip in zip(_UNET_WIDTHS[-2::-1], _UNET_DROPOUT[-2::-1], skips[-2::-1]):
+      x = L.Concatenate()([L.Conv2DTranspose(c, 2, strides=2, padding="same")(x), skip])
+      x = conv(c)(L.Dropout(r)(conv(c)(x)))
+    return keras.Model(inp, L.Conv2D(num_classes, 1)(x))
+  raise ValueError(name)
+
+
+def keras_prepare(model: str, batch: int, size: int, *, in_channels=1, num_classes=2, seed=0,
+                  **_):
+  os.environ.setdefault("KERAS_BACKEND", "jax")
+  import keras
+  from jaxseg.bench.train import synthetic_batch
+  if keras.backend.backend() != "jax":
+    raise RuntimeError(f"Keras runs on {keras.backend.backend()!r}, expected 'jax'")
+  keras.utils.set_random_seed(seed)
+  net = keras_model(model, size=size, in_channels=in_channels, num_classes=num_classes)
+  net.compile(optimizer=keras.optimizers.Adam(1e-3),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  x, y = synthetic_batch(batch, size, in_channels=in_channels, num_classes=num_classes, seed=seed)
+
+  def step_once():
+    return float(net.train_on_batch(x, y))
+
+  info = {"version": keras.__version__, "backend": keras.backend.backend(),
+          "params": int(net.count_params())}
+  return step_once, info
+
+
+# ---------------------------------------------------------------- jaxseg
+
+
+def jaxseg_prepare(model: str, batch: int, size: int, *, in_channels=1, num_classes=2, seed=0,
+                   conv_impl="lax", step_kind="product"):
+  import jax
+  from jaxseg.bench.train import prepare_train
+  step_once, info = prepare_train(model, batch_size=batch, image_size=size, conv_impl=conv_impl,
+                                  in_channels=in_channels, num_classes=num_classes, seed=seed,
+                                  step_kind=step_kind)
+  info.pop("analyze", None)
+  info.update(version=jax.__version__, conv_impl=conv_impl,
+              device_kind=jax.devices()[0].device_kind)
+  return step_once, info
+
+
+_PREPARE = {"jaxseg": jaxseg_prepare, "torch": torch_prepare, "keras": keras_prepare}
+
+
+# ---------------------------------------------------------------- worker and parent
+
+
+def worker(framework: str, model: str, batch: int, size: int, warmup: int = 1,
+           options: dict | None = None) -> None:
+  """Build, warm up, then run blocks of steps on request ("run K"), until "quit"."""
+  import resource
+
+  def say(kind, obj):
+    sys.stdout.write(f"{_TAG}{kind} {json.dumps(obj)}\n")
+    sys.stdout.flush()
+
+  t0 = time.perf_counter()
+  step_once, info = _PREPARE[framework](model, batch, size, **(options or {}))
+  for _ in range(max(warmup, 1) + 1):  # first step compiles (jit / XLA), the rest warm up
+    step_once()
+  info["setup_seconds"] = time.perf_counter() - t0
+  say("ready", info)
+  for line in sys.stdin:
+    cmd = line.split()
+    if not cmd or cmd[0] == "quit":
+      break
+    times = []
+    for _ in range(int(cmd[1])):
+      t = time.perf_counter()
+      step_once()
+      times.append(time.perf_counter() - t)
+    say("times", times)
+  say("done", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+class _Worker:
+  def __init__(self, framework, model, batch, size, warmup, options):
+    env = dict(os.environ)
+    if framework == "keras":
+      env["KERAS_BACKEND"] = "jax"
+    cmd = [sys.executable, "-m", "jaxseg.bench.peers", framework, model, str(batch), str(size),
+           str(warmup), json.dumps(options or {})]
+    self.framework = framework
+    # stderr to a file: an unread pipe fills up and stalls a chatty worker.
+    self.stderr = tempfile.TemporaryFile("w+")
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=self.stderr, text=True, env=env)
+
+  def read(self, kind):
+    for line in self.proc.stdout:
+      if line.startswith(_TAG):
+        got, _, payload = line[len(_TAG):].partition(" ")
+        if got != kind:
+          raise RuntimeError(f"{self.framework} worker: expected {kind}, got {got}")
+        return json.loads(payload)
+    self.proc.wait(timeout=60)
+    self.stderr.seek(0)
+    err = self.stderr.read().strip().splitlines()
+    raise RuntimeError(f"{self.framework} worker ended: {err[-1] if err else 'no message'}")
+
+  def send(self, text):
+    self.proc.stdin.write(text + "\n")
+    self.proc.stdin.flush()
+
+  def close(self):
+    try:
+      self.send("quit")
+      done = self.read("done")
+    except (RuntimeError, BrokenPipeError, OSError):
+      done = {}
+    self.proc.wait(timeout=60)
+    return done
+
+
+def run_interleaved(model: str, *, batch: int, size: int, steps: int = 5, rounds: int = 3,
+                    warmup: int = 1, frameworks=FRAMEWORKS, conv_impl: str = "lax",
+                    step_kind: str = "product", log=None) -> dict:
+  """Median seconds per step of each framework, blocks of `steps` taken in turn; ratios to jaxseg."""
+  from jaxseg.errors import ConfigError
+  if model not in PEER_MODELS:
+    raise ConfigError(f"--peers: peers exist for {', '.join(PEER_MODELS)}, not {model!r}")
+  log = log or (lambda msg: None)
+  options = {fw: ({"conv_impl": conv_impl, "step_kind": step_kind} if fw == "jaxseg" else {})
+             for fw in frameworks}
+  workers = {}
+  try:
+    # One at a time: compiling three models at once on a small machine would take the
+    # same time overall but makes each setup time meaningless.
+    infos = {}
+    for fw in frameworks:
+      log(f"starting {fw} worker ({model}, batch {batch}, {size}x{size})")
+      workers[fw] = _Worker(fw, model, batch, size, warmup, options[fw])
+      infos[fw] = workers[fw].read("ready")
+    times = {fw: [] for fw in frameworks}
+    per_round = []
+    order = list(frameworks)
+    for r in range(rounds):
+      block = {}
+      for fw in order:
+        workers[fw].send(f"run {steps}")
+        block[fw] = workers[fw].read("times")
+        times[fw] += block[fw]
+      per_round.append({fw: statistics.median(t) for fw, t in block.items()})
+      log("round %d: %s" % (r + 1, ", ".join(f"{fw} {per_round[-1][fw]:.3f}s" for fw in frameworks)))
+      order = order[1:] + order[:1]
+    done = {fw: workers.pop(fw).close() for fw in list(workers)}
+  finally:
+    for w in workers.values():
+      w.proc.kill()
+  out = {"model": model, "batch_size": batch, "image_size": size, "steps_per_block": steps,
+         "rounds": rounds, "frameworks": {}}
+  for fw in frameworks:
+    out["frameworks"][fw] = {"step_seconds": statistics.median(times[fw]),
+                             "step_seconds_min": min(times[fw]), "times": times[fw],
+                             **infos[fw], **done.get(fw, {})}
+  if "jaxseg" in frameworks:
+    base = out["frameworks"]["jaxseg"]["step_seconds"]
+    for fw in frameworks:
+      if fw != "jaxseg":
+        out[f"jaxseg_over_{fw}"] = base / out["frameworks"][fw]["step_seconds"]
+        # The same ratio per round: its spread shows how much the load moved.
+        out[f"jaxseg_over_{fw}_per_round"] = [p["jaxseg"] / p[fw] for p in per_round]
+  return out
+
+
+if __name__ == "__main__":
+  fw, model_name, b, s = sys.argv[1:5]
+  w = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+  opts = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
+  worker(fw, model_name, int(b), int(s), w, opts)
