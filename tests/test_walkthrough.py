@@ -62,6 +62,8 @@ def check_pooling_table_counts(walkthrough):
   for slide in ("48,001", "10,081", "841"):
     assert f"| {slide} |" in md
   assert "Total: 62,958 parameters" in md      # 608+3216+48120+10164+850
+  # The lab's FCN (DESIGN.md: 1,862,648) has the same count at any input size.
+  assert "| `fcn` | 1,862,648 | 1,862,648 |" in md
 
 
 def check_checkerboard_table(walkthrough):

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxseg import ops, teach
+from jaxseg import models, ops, teach
 from jaxseg.models import layers, summary
 
 ATOL = 1e-5
@@ -425,6 +425,22 @@ def section_pooling_table(doc: Doc) -> None:
       f"of the model is larger by nodes - 1: "
       + ", ".join(f"{e:,}" for e in excess) + ".")
   doc()
+  # 002_*: fully convolutional networks can be trained on size A and applied to size B.
+  sizes = (64, 128)
+  rows = []
+  for name, kw in (("fcn", {}), ("unet_small", {}), ("dense", None)):
+    counts = []
+    for n in sizes:
+      model = models.create(name, **({"image_size": n} if kw is None else kw))
+      counts.append(summary.count_params(model, (1, n, n, 1)))
+    rows.append((f"`{name}`",) + tuple(f"{c:,}" for c in counts))
+    assert (counts[0] == counts[1]) == (kw is not None)
+  doc(f"The segmentation models of `jaxseg.models`, counted the same way for {sizes[0]}x{sizes[0]} and "
+      f"{sizes[1]}x{sizes[1]} inputs (one channel, two classes). The fully convolutional ones (convolutions "
+      "pooling and transposed convolutions, no dense layer) have the same parameters at any size, so a model trained on one size applies "
+      "to another; the lab's `dense` model (Task 1) needs a new, larger weight matrix for every size.")
+  doc()
+  doc.table(["model"] + [f"params at {n}x{n}" for n in sizes], rows)
 
 
 def main(argv=None) -> int:
