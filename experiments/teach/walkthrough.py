@@ -436,9 +436,9 @@ def section_pooling_table(doc: Doc) -> None:
     rows.append((f"`{name}`",) + tuple(f"{c:,}" for c in counts))
     assert (counts[0] == counts[1]) == (kw is not None)
   doc(f"The segmentation models of `jaxseg.models`, counted the same way for {sizes[0]}x{sizes[0]} and "
-      f"{sizes[1]}x{sizes[1]} inputs (one channel, two classes). The fully convolutional ones (convolutions "
-      "pooling and transposed convolutions, no dense layer) have the same parameters at any size, so a model trained on one size applies "
-      "to another; the lab's `dense` model (Task 1) needs a new, larger weight matrix for every size.")
+      f"{sizes[1]}x{sizes[1]} inputs (one channel, two classes). The fully convolutional ones "
+      "(convolutions, pooling and transposed convolutions, no dense layer) have the same parameters "
+      "at any size, so a model trained on one size applies to another; the lab's `dense` model (Task 1) needs a new, larger weight matrix for every size.")
   doc()
   doc.table(["model"] + [f"params at {n}x{n}" for n in sizes], rows)
 
