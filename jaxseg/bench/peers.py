@@ -204,7 +204,6 @@ def jaxseg_prepare(model: str, batch: int, size: int, *, in_channels=1, num_clas
   step_once, info = prepare_train(model, batch_size=batch, image_size=size, conv_impl=conv_impl,
                                   in_channels=in_channels, num_classes=num_classes, seed=seed,
                                   step_kind=step_kind)
-  info.pop("analyze", None)
   info.update(version=jax.__version__, conv_impl=conv_impl,
               device_kind=jax.devices()[0].device_kind)
   return step_once, info

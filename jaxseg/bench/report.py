@@ -93,7 +93,7 @@ def run_conv(args) -> dict:
   models = tuple(args.model.split(",")) if args.model else ("fcn", "unet_small")
   info = device_info()
   _log("measuring the GEMM peak ...")
-  peak = gemm_peak(steps=args.steps)
+  peak = gemm_peak(args.gemm_sizes, steps=args.steps)
   print(_header(info, peak))
   result = {"what": "conv", **info, "gemm_peak_gflops": peak["gflops"],
             "gemm_per_size": peak["per_size"], "batch_size": args.batch_size,

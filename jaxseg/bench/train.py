@@ -94,25 +94,20 @@ def prepare_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: i
 
   info = {"step": step_kind}
   t0 = time.perf_counter()
-  run()
-  info["compile_seconds"] = time.perf_counter() - t0
-
-  def analyze():
-    """XLA's memory plan and FLOP count of the step (compiles it once more)."""
-    if jitted is None:
-      return {}
+  if jitted is not None:
+    # Compiling ahead of time fills the same cache the first call uses, so XLA's
+    # memory plan and FLOP count come without a second compile.
     try:
       compiled = jitted.lower(*jax.tree.map(_abstract, args)).compile()
+      mem, cost = _memory(compiled), _flops(compiled)
+      if mem:
+        info.update({f"xla_{k}": v for k, v in mem.items()})
+      if cost:
+        info["xla_gflop_per_step"] = cost / 1e9
     except Exception:  # the analysis is optional
-      return {}
-    out, mem, cost = {}, _memory(compiled), _flops(compiled)
-    if mem:
-      out.update({f"xla_{k}": v for k, v in mem.items()})
-    if cost:
-      out["xla_gflop_per_step"] = cost / 1e9
-    return out
-
-  info["analyze"] = analyze
+      pass
+  run()
+  info["compile_seconds"] = time.perf_counter() - t0
 
   def step_once():
     return float(run())
@@ -130,8 +125,7 @@ def time_steps(step_once, steps: int) -> list[float]:
 
 
 def bench_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: int = 256,
-                conv_impl: str = "lax", steps: int = 5, warmup: int = 1, analyze: bool = True,
-                **kw) -> dict:
+                conv_impl: str = "lax", steps: int = 5, warmup: int = 1, **kw) -> dict:
   """Median seconds per train step (``step_seconds``) and what goes with it."""
   rss0 = max_rss_mb()
   step_once, info = prepare_train(model_name, batch_size=batch_size, image_size=image_size,
@@ -139,13 +133,11 @@ def bench_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: int
   time_steps(step_once, max(warmup, 1))  # the first run also pays one-off allocations
   times = time_steps(step_once, steps)
   med = statistics.median(times)
-  extra = info.pop("analyze")() if analyze else {}
-  info.pop("analyze", None)
   out = {"what": "train", "model": model_name, "batch_size": batch_size, "image_size": image_size,
          "conv_impl": conv_impl, "step_seconds": med, "step_seconds_min": min(times),
          "steps": steps, "images_per_second": batch_size / med, "loss": step_once(),
          "peak_rss_mb": max_rss_mb(), "rss_growth_mb": max_rss_mb() - rss0,
-         "device_peak_mb": device_peak_mb(), **info, **extra, **device_info()}
+         "device_peak_mb": device_peak_mb(), **info, **device_info()}
   if "xla_gflop_per_step" in out:
     out["gflops"] = out["xla_gflop_per_step"] / med
   return out

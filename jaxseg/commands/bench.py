@@ -31,6 +31,8 @@ def add_arguments(parser):
   parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
   parser.add_argument("--budget", type=float, default=20.0,
                       help="conv: seconds per measurement before fewer steps are timed")
+  parser.add_argument("--gemm-sizes", type=_ints, default=(1024, 1536, 2048),
+                      help="conv: square jnp.dot sizes for the GEMM peak (default 1024,1536,2048)")
   parser.add_argument("--peers", action="store_true",
                       help="train: also PyTorch (CPU) and Keras 3 on JAX, interleaved; ratios")
   parser.add_argument("--rounds", type=int, default=3,
@@ -60,6 +62,8 @@ def _check(args):
     raise ConfigError(f"--budget: must be > 0, got {args.budget}")
   if args.peers and args.what != "train":
     raise ConfigError("--peers: only with --what train")
+  if not args.gemm_sizes or min(args.gemm_sizes) < 1:
+    raise ConfigError("--gemm-sizes: need positive integers")
   if args.plot and not args.sweep:
     raise ConfigError("--plot: plots the sweep; add --sweep")
 

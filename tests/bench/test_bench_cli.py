@@ -48,7 +48,7 @@ def test_bad_flags_exit_2_naming_the_flag(argv, flag, capsys):
 def test_conv_json_checks_then_times_each_impl(capsys):
   status = cli.main(["bench", "--what", "conv", "--model", "cnn3", "--impls", "lax,im2col",
                      "--image-size", "8", "--batch-size", "1", "--steps", "1", "--warmup", "0",
-                     "--json"])
+                     "--gemm-sizes", "64", "--json"])
   assert status == 0
   res = _last_json(capsys.readouterr().out)
   rows = res["rows"]

@@ -1,0 +1,100 @@
+"""Train-step variants of a model, timed in turn in one process (before/after for proposals).
+
+    .venv/bin/python experiments/bench/step_variants.py --model fcn --batch-size 8 \
+        --image-size 256 --steps 3 --rounds 3 --variants base,upscore_col2im
+
+Each variant changes one thing while the step is traced and compiled (a
+monkeypatch of another package's module attribute, in this script only), so
+the proposal for that package can be measured before it is applied:
+
+- base: the model and step as they are;
+- upscore_col2im: transposed convs of a "lax" model run as col2im (one GEMM +
+  overlap-add) instead of lax's stride-dilated conv, which multiplies the
+  31x31/16 upscore's work by 16*16 in zeros;
+- pool_reduce_window: max-pool as plain lax.reduce_window (the old way);
+- plain_step: the bench's bare step (no accuracy/Dice metrics in the step).
+
+XLA flags cannot change inside one process: compare them with two runs of
+`jaxseg bench --what train` in one shell line instead (see RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+
+
+@contextlib.contextmanager
+def _patched(obj, name, value):
+  old = getattr(obj, name)
+  setattr(obj, name, value)
+  try:
+    yield
+  finally:
+    setattr(obj, name, old)
+
+
+def variant(name):
+  """(context manager for tracing, step_kind)."""
+  from jaxseg.models import layers
+  from jaxseg import ops
+  if name == "base":
+    return contextlib.nullcontext(), "product"
+  if name == "plain_step":
+    return contextlib.nullcontext(), "plain"
+  if name == "upscore_col2im":
+    return _patched(layers, "_TRANSPOSE_IMPL", {"im2col": "col2im", "lax": "col2im"}), "product"
+  if name == "pool_reduce_window":
+    import jax.numpy as jnp
+    from jax import lax
+
+    def max_pool(x, window, *, stride=None, padding="VALID"):
+      stride = window if stride is None else stride
+      return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1), padding)
+    return _patched(ops, "max_pool", max_pool), "product"
+  raise SystemExit(f"unknown variant {name}")
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--model", default="fcn")
+  p.add_argument("--batch-size", type=int, default=8)
+  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--variants", default="base,upscore_col2im")
+  args = p.parse_args(argv)
+  import os
+  from jaxseg.bench.train import prepare_train, time_steps
+  names = args.variants.split(",")
+  steps, infos = {}, {}
+  for name in names:
+    ctx, kind = variant(name)
+    with ctx:  # traced and compiled inside prepare_train
+      steps[name], infos[name] = prepare_train(args.model, batch_size=args.batch_size,
+                                               image_size=args.image_size, step_kind=kind)
+    time_steps(steps[name], 1)
+    print(f"{name}: compiled in {infos[name]['compile_seconds']:.1f}s, "
+          f"XLA {infos[name].get('xla_gflop_per_step', 0):.1f} GFLOP/step", file=sys.stderr)
+  times = {n: [] for n in names}
+  order = list(names)
+  for _ in range(args.rounds):
+    for n in order:
+      times[n] += time_steps(steps[n], args.steps)
+    order = order[1:] + order[:1]
+  base = statistics.median(times[names[0]])
+  print(f"{args.model}, batch {args.batch_size}, {args.image_size}^2, load {os.getloadavg()[0]:.2f}")
+  print("| variant | median step s | min s | vs first | XLA GFLOP/step |")
+  print("|---|---|---|---|---|")
+  for n in names:
+    med = statistics.median(times[n])
+    print(f"| {n} | {med:.4f} | {min(times[n]):.4f} | {med / base:.2f}x "
+          f"| {infos[n].get('xla_gflop_per_step', 0):.1f} |")
+  print(json.dumps({n: statistics.median(t) for n, t in times.items()}))
+
+
+if __name__ == "__main__":
+  main()
