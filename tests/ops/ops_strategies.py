@@ -13,7 +13,7 @@ def conv_cases(draw, max_nd=3):
   nd = draw(st.integers(1, max_nd))
   size_max = {1: 9, 2: 7, 3: 5}[nd]
   spatial = tuple(draw(st.lists(st.integers(2, size_max), min_size=nd, max_size=nd)))
-  kernel = tuple(draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
+  kernel = tuple(draw(st.lists(st.integers(1, 3 if nd < 3 else 2), min_size=nd, max_size=nd)))
   stride = tuple(draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
   dilation = tuple(draw(st.lists(st.integers(1, 2), min_size=nd, max_size=nd)))
   padding = draw(st.one_of(st.sampled_from(["SAME", "VALID"]),
@@ -75,3 +75,14 @@ def conv_transpose_cases(draw, max_nd=3):
   batch = draw(st.integers(1, 2))
   return ((batch,) + n_sp + (cin,), kernel + (cout, cin),
           dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation))
+
+
+def jit_run(fn, *args):
+  """jit + run `fn` once, compiled at XLA's lowest backend optimisation level.
+
+  Property tests compile a new program per random shape; compilation, not
+  running, is their cost, and the lowest level roughly halves it.
+  """
+  import jax
+  compiled = jax.jit(fn).lower(*args).compile({"xla_backend_optimization_level": 0})
+  return compiled(*args)

@@ -11,25 +11,25 @@ from jax.test_util import check_grads
 
 from jaxseg import ops, reference
 from jaxseg.errors import ConfigError
-from ops_strategies import arrays as _arrays, conv_cases, seeds
+from ops_strategies import arrays as _arrays, conv_cases, jit_run, seeds
 
 IMPLS = ("direct", "im2col", "matrix", "lax")
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 # Each hypothesis case compiles once: all impls (or all their VJPs) in one jitted function.
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_cases(), seed=seeds())
 def test_every_impl_equals_reference(case, seed):
   x_shape, w_shape, kw = case
   x, w = _arrays(seed, x_shape, w_shape)
   want = reference.conv(x, w, **kw)
-  got = jax.jit(lambda a, b: {impl: ops.conv(a, b, impl=impl, **kw) for impl in IMPLS})(x, w)
+  got = jit_run(lambda a, b: {impl: ops.conv(a, b, impl=impl, **kw) for impl in IMPLS}, x, w)
   for impl in IMPLS:
     chex.assert_trees_all_close(np.asarray(got[impl]), want, **TOL, custom_message=f"impl={impl}")
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_cases(max_nd=2), seed=seeds())
 def test_gradients_equal_lax(case, seed):
   """VJPs with a random cotangent (a cotangent of ones lets XLA simplify the backward pass)."""
@@ -41,14 +41,14 @@ def test_gradients_equal_lax(case, seed):
   def all_vjps(a, b, c):
     return {impl: jax.vjp(lambda p, q: ops.conv(p, q, impl=impl, **kw), a, b)[1](c) for impl in IMPLS}
 
-  got = jax.jit(all_vjps)(x, w, ct)
+  got = jit_run(all_vjps, x, w, ct)
   for impl in ("direct", "im2col", "matrix"):
     chex.assert_trees_all_close(got[impl], got["lax"], **TOL, custom_message=f"impl={impl}")
 
 
 def test_check_grads_tiny():
   x, w = _arrays(0, (1, 3, 4, 1), (2, 2, 1, 2))
-  f = lambda a, b: ops.conv(a, b, stride=(2, 1), padding="SAME", dilation=(1, 2), impl="direct")
+  f = jax.jit(lambda a, b: ops.conv(a, b, stride=(2, 1), padding="SAME", dilation=(1, 2), impl="direct"))
   check_grads(f, (x, w), order=1, modes=["rev"], atol=5e-2, rtol=5e-2, eps=1e-2)
 
 

@@ -10,17 +10,17 @@ from hypothesis import HealthCheck, given, settings
 
 from jaxseg import ops, reference
 from jaxseg.errors import ConfigError
-from ops_strategies import arrays, conv_cases, conv_transpose_cases, seeds
+from ops_strategies import arrays, conv_cases, conv_transpose_cases, jit_run, seeds
 
 IMPLS = ("direct", "matrix", "lax", "col2im")
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 def _all_impls(y, w, kw, impls=IMPLS):
-  return jax.jit(lambda a, b: {impl: ops.conv_transpose(a, b, impl=impl, **kw) for impl in impls})(y, w)
+  return jit_run(lambda a, b: {impl: ops.conv_transpose(a, b, impl=impl, **kw) for impl in impls}, y, w)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_transpose_cases(), seed=seeds())
 def test_every_impl_equals_reference_scatter_and_is_the_adjoint(case, seed):
   y_shape, w_shape, kw = case
@@ -38,7 +38,7 @@ def test_every_impl_equals_reference_scatter_and_is_the_adjoint(case, seed):
                              rtol=1e-4, atol=1e-4)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_transpose_cases(max_nd=2), seed=seeds())
 def test_gradients_equal_lax(case, seed):
   y_shape, w_shape, kw = case
@@ -49,12 +49,12 @@ def test_gradients_equal_lax(case, seed):
   def all_vjps(a, b, c):
     return {impl: jax.vjp(lambda p, q: ops.conv_transpose(p, q, impl=impl, **kw), a, b)[1](c) for impl in IMPLS}
 
-  got = jax.jit(all_vjps)(y, w, ct)
+  got = jit_run(all_vjps, y, w, ct)
   for impl in ("direct", "matrix", "col2im"):
     chex.assert_trees_all_close(got[impl], got["lax"], **TOL, custom_message=f"impl={impl}")
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_cases(), seed=seeds())
 def test_conv_matrix_is_conv_and_its_transpose_is_linear_transpose(case, seed):
   x_shape, w_shape, kw = case
@@ -67,7 +67,7 @@ def test_conv_matrix_is_conv_and_its_transpose_is_linear_transpose(case, seed):
     conv_t = jax.linear_transpose(lambda a: ops.conv(a, w, **kw), x)(y)[0]
     return m @ x.reshape(-1), m.T @ y.reshape(-1), conv_t
 
-  mx, mty, conv_t = jax.jit(both)(x, w, y)
+  mx, mty, conv_t = jit_run(both, x, w, y)
   chex.assert_trees_all_close(np.asarray(mx).reshape(want.shape), want, **TOL)
   chex.assert_trees_all_close(mty.reshape(x.shape), conv_t, **TOL)
   if kw["groups"] == 1:
@@ -79,10 +79,10 @@ def test_conv_matrix_is_conv_and_its_transpose_is_linear_transpose(case, seed):
 def test_conv_matrix_dense_small_example():
   """1-D, one channel, kernel (1, 2, 3), VALID: the banded matrix of the lecture."""
   w = jnp.array([1.0, 2.0, 3.0]).reshape(3, 1, 1)
-  m = ops.conv_matrix(w, (5, 1), padding="VALID").todense()
+  m, m2 = jit_run(lambda w: (ops.conv_matrix(w, (5, 1), padding="VALID").todense(),
+                             ops.conv_matrix(w, (5, 1), stride=2, padding="SAME").todense()), w)  # SAME: pads (1, 1)
   want = np.array([[1, 2, 3, 0, 0], [0, 1, 2, 3, 0], [0, 0, 1, 2, 3]], np.float32)
   chex.assert_trees_all_close(np.asarray(m), want, atol=0, rtol=0)
-  m2 = ops.conv_matrix(w, (5, 1), stride=2, padding="SAME").todense()   # pads (1, 1)
   want2 = np.array([[2, 3, 0, 0, 0], [0, 1, 2, 3, 0], [0, 0, 0, 1, 2]], np.float32)
   chex.assert_trees_all_close(np.asarray(m2), want2, atol=0, rtol=0)
 
@@ -109,17 +109,18 @@ def test_keras_deconv_output_length(n, k, padding, s, d, op, want):
 def test_lab_fcn_upsampling_16_to_256():
   """Lab FCN: Conv2DTranspose(2, 31, strides=16, padding='same') on 16x16x2 -> 256x256x2."""
   y, w = arrays(7, (1, 16, 16, 2), (31, 31, 2, 2))
-  got = _all_impls(y, w, dict(stride=16), impls=("lax", "col2im", "matrix"))
+  got = _all_impls(y, w, dict(stride=16), impls=("lax", "col2im"))
   assert got["col2im"].shape == (1, 256, 256, 2)
-  conv_t = jax.linear_transpose(lambda a: ops.conv(a, w, stride=16), jnp.zeros((1, 256, 256, 2)))(y)[0]
-  for impl in ("lax", "col2im", "matrix"):
+  conv_t = jit_run(lambda y, w: jax.linear_transpose(lambda a: ops.conv(a, w, stride=16),
+                                                     jnp.zeros((1, 256, 256, 2)))(y)[0], y, w)
+  for impl in ("lax", "col2im"):
     chex.assert_trees_all_close(got[impl], conv_t, atol=1e-4, rtol=1e-4, custom_message=f"impl={impl}")
 
 
 class ConvTransposeVariantsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.named_parameters(("direct", "direct"), ("col2im", "col2im"))
+  @parameterized.named_parameters(("col2im", "col2im"))
   def test_2d_stride2_same(self, impl):
     y, w = arrays(8, (2, 3, 4, 3), (3, 4, 2, 3))
     kw = dict(stride=2, padding="SAME", dilation=(1, 2))

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 
 from jaxseg import ops, reference
 from jaxseg.errors import ConfigError
-from ops_strategies import arrays, seeds
+from ops_strategies import arrays, jit_run, seeds
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -20,7 +20,7 @@ def pool_cases(draw):
   nd = draw(st.integers(1, 3))
   size_max = {1: 9, 2: 7, 3: 5}[nd]
   spatial = tuple(draw(st.lists(st.integers(1, size_max), min_size=nd, max_size=nd)))
-  window = tuple(draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
+  window = tuple(draw(st.lists(st.integers(1, 3 if nd < 3 else 2), min_size=nd, max_size=nd)))
   stride = draw(st.one_of(st.none(), st.tuples(*[st.integers(1, 3)] * nd)))
   padding = draw(st.sampled_from(["SAME", "VALID"]))
   if padding == "VALID":
@@ -29,7 +29,7 @@ def pool_cases(draw):
                                                                                   padding=padding)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=pool_cases(), seed=seeds())
 def test_pools_equal_reference_and_gradients_equal_lax(case, seed):
   shape, kw = case
@@ -49,7 +49,7 @@ def test_pools_equal_reference_and_gradients_equal_lax(case, seed):
     return dict(y=y, g=vjp(ct)[0], g_lax=vjp_lax(ct)[0], avg=avg, g_avg=vjp_avg(ct)[0], y_arg=y_arg, idx=idx,
                 unpooled=unpooled)
 
-  got = jax.jit(everything)(x, ct)
+  got = jit_run(everything, x, ct)
   chex.assert_trees_all_close(np.asarray(got["y"]), want_max, **TOL)
   chex.assert_trees_all_close(np.asarray(got["y_arg"]), want_max, **TOL)
   chex.assert_trees_all_close(np.asarray(got["avg"]), want_avg, **TOL)
