@@ -9,8 +9,9 @@ view writes the same product the other way round: a patch matrix (one row per
 output pixel) times the kernel reshaped to a column.
 
 Everything here calls the project's own ops (``jaxseg.ops.conv``,
-``conv_transpose``, ``conv_matrix``); the only code of its own is the patch
-gather of the im2col view, the parsing of flags and the printing.
+``conv_transpose``, ``conv_matrix``); the code of its own is the patch
+gather of the im2col view (written out so it can be shown), the geometry it
+prints, the parsing of flags, the printing and the figures.
 """
 
 from __future__ import annotations
@@ -230,21 +231,24 @@ def conv_matrix_dense(ex: Example) -> tuple[np.ndarray, np.ndarray]:
   The structure is W of an all-ones kernel, so a kernel coefficient that is 0
   still counts as a (stored) entry, and zero padding never does.
   """
-  W, S = _dense_matrices(ex.w, ex.x.shape[1:], **ex.conv_kwargs)
+  W, S, _, _ = _matrix_views(ex.w, ex.x[0].reshape(-1), ex.x.shape[1:], **ex.conv_kwargs)
   return np.asarray(W), np.asarray(S)
 
 
-def _dense_matrices(w, input_shape, *, stride, padding, dilation):
+def _matrix_views(w, x_vec, input_shape, *, stride, padding, dilation):
+  """Dense W, its structure, y = W x and W^T y, with W the BCOO matrix of `ops.conv_matrix`."""
   # One jit per call: op-by-op dispatch would compile every primitive separately.
+  import jax
   import jax.numpy as jnp
   from jaxseg import ops
 
-  def f(w):
+  def f(w, x_vec):
     kw = dict(stride=stride, padding=padding, dilation=dilation)
-    return (ops.conv_matrix(w, input_shape, **kw).todense(),
-            ops.conv_matrix(jnp.ones_like(w), input_shape, **kw).todense() != 0)
-  import jax
-  return jax.jit(f)(jnp.asarray(w))
+    m = ops.conv_matrix(w, input_shape, **kw)
+    y_vec = m @ x_vec
+    return (m.todense(), ops.conv_matrix(jnp.ones_like(w), input_shape, **kw).todense() != 0,
+            y_vec, m.T @ y_vec)
+  return jax.jit(f)(jnp.asarray(w), jnp.asarray(x_vec))
 
 
 def im2col_patches(ex: Example) -> np.ndarray:
@@ -302,12 +306,13 @@ def explain(ex: Example) -> dict:
   import jax.numpy as jnp
   oh, ow = ex.out_hw
   cout = ex.w.shape[-1]
-  W, structure = conv_matrix_dense(ex)
   x_vec = ex.x[0].reshape(-1)
-  y_vec = W @ x_vec
+  # y = W x and W^T y with the sparse (BCOO) W; the dense copy is for printing.
+  W, structure, y_vec, wty = (np.asarray(a) for a in _matrix_views(
+      ex.w, x_vec, ex.x.shape[1:], **ex.conv_kwargs))
   y_matrix = y_vec.reshape(oh, ow, cout)
-  # The transpose: W^T y, the conv_transpose op, and the gradient (vjp) of the conv.
-  wty = (W.T @ y_vec).reshape(ex.x.shape[1:])
+  wty = wty.reshape(ex.x.shape[1:])
+  # Next to them: the direct sum, lax.conv, conv_transpose and the gradient (vjp) of the conv.
   output_padding = transpose_output_padding(ex)
   args = (jnp.asarray(ex.x), jnp.asarray(ex.w), jnp.asarray(y_matrix[None]))
   try:
@@ -494,7 +499,7 @@ def summary(ex: Example, r: dict) -> dict:
 
 # ---------------------------------------------------------------- figures
 
-def _spy(ax, W, structure, title):
+def spy(ax, W, structure, title):
   """W drawn as an image: white = structural zero, colour = value (0-valued taps in grey)."""
   import matplotlib.colors as mcolors
   vmax = float(np.max(np.abs(W))) or 1.0
@@ -519,7 +524,7 @@ def figures(ex: Example, r: dict, out_dir: str) -> list[str]:
 
   W, S = r["W"], r["structure"]
   fig, ax = plt.subplots(figsize=(6, 6 * min(max(W.shape[0] / W.shape[1], 0.3), 2)))
-  _spy(ax, W, S, f"W: {W.shape[0]}x{W.shape[1]}, nnz {int(S.sum())}, density {S.mean():.3f}")
+  spy(ax, W, S, f"W: {W.shape[0]}x{W.shape[1]}, nnz {int(S.sum())}, density {S.mean():.3f}")
   paths.append(os.path.join(out_dir, "w_sparsity.png"))
   fig.tight_layout()
   fig.savefig(paths[-1], dpi=100)
@@ -565,7 +570,7 @@ def shapes_figure(ex: Example, path: str, strides=(1, 2, 3), paddings=("VALID", 
         ax.set_title(f"{pad}, stride {s}: empty output", fontsize=9)
         continue
       W, S = conv_matrix_dense(e)
-      _spy(ax, W, S, f"{pad}, stride {s}: W {W.shape[0]}x{W.shape[1]}")
+      spy(ax, W, S, f"{pad}, stride {s}: W {W.shape[0]}x{W.shape[1]}")
       max_rows = max(max_rows, W.shape[0])
   axes[0, 0].set_xlim(-0.5, W.shape[1] - 0.5)
   axes[0, 0].set_ylim(max_rows - 0.5, -0.5)

@@ -199,7 +199,7 @@ def section_lecture_matrices(doc: Doc, out: str, plt) -> None:
     k = teach.KERNELS[name]
     ex = teach.Example(x=np.zeros((1, n, n, 1), np.float32), w=k[:, :, None, None], padding="SAME")
     Wd, S = teach.conv_matrix_dense(ex)
-    teach._spy(ax, Wd, S, f"{name} {fmt_kernel(k)}: W {Wd.shape[0]}x{Wd.shape[1]}")
+    teach.spy(ax, Wd, S, f"{name} {fmt_kernel(k)}: W {Wd.shape[0]}x{Wd.shape[1]}")
     rows.append((f"`{name}` {fmt_kernel(k)}", f"{Wd.shape[0]} x {Wd.shape[1]}", int(S.sum()),
                  f"{S.mean():.4f}", f"{S.sum() / Wd.shape[0]:.2f}"))
     # A 1x3 filter on a row-major image is tridiagonal in blocks: entries only at |i - j| <= 1.
