@@ -142,7 +142,7 @@ def phase_split(x, geom, pad_value, rows_padded):
   x = x.reshape(n, hph, sh, wph, sw, c).transpose(0, 2, 4, 1, 3, 5)
   x = x.reshape(n, sh * sw, hph * wph, c)
   length = rows_padded + geom.max_shift()
-  return jnp.pad(x, ((0, 0), (0, 0), (0, length - hph * wph), (0, 0)),
+  return jnp.pad(x, ((0, 0), (0, 0), (0, max(0, length - hph * wph)), (0, 0)),
                  constant_values=pad_value)
 
 
@@ -223,7 +223,7 @@ class TransposeGeometry:
     y = y.reshape(n, 1, dh["padded"] * dw["padded"], c_p)
     shift, _ = self.tables()
     length = rows_padded + int(shift.max())
-    return jnp.pad(y, ((0, 0), (0, 0), (0, length - y.shape[2]), (0, 0)),
+    return jnp.pad(y, ((0, 0), (0, 0), (0, max(0, length - y.shape[2])), (0, 0)),
                    constant_values=pad_value)
 
   def interleave(self, out, c):

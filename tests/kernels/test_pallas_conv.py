@@ -1,7 +1,7 @@
 """Pallas conv / conv_transpose kernels against jaxseg.reference (NumPy) and lax's gradients.
 
 Interpret mode is slow on the CPU, so the sweep is small and deliberate:
-6 conv cases + 4 conv_transpose cases, each checking the forward pass and
+7 conv cases + 5 conv_transpose cases (+ the lab's 31x31/16 layer forward), each checking the forward pass and
 both gradients (one jit per case), across strides 1-3 and 16, SAME / VALID /
 explicit (incl. negative) pads, dilation 1-2, several channel blocks and
 block sizes 16/32/64.
@@ -35,6 +35,9 @@ CONV_CASES = (
      dict(stride=3, padding="SAME", dilation=(1, 2)), B16),
     ("k3_s2_negative_pads_default_blocks", (1, 8, 8, 2), (3, 3), 2,
      dict(stride=2, padding=((-1, 2), (2, -1))), None),
+    # The stride phases hold more pixels than the output tiles ever read.
+    ("k2_s3_unread_phase_tail", (1, 2, 23, 2), (2, 2), 2,
+     dict(stride=3, padding=((0, 2), (0, 2))), B16),
 )
 
 # name, y shape, kernel hw, C_out, kwargs
@@ -45,6 +48,8 @@ TRANSPOSE_CASES = (
      dict(stride=(2, 3), padding="SAME", output_padding=(1, 2))),
     ("k3_s2_explicit_dil2", (2, 4, 4, 2), (3, 3), 3,
      dict(stride=2, padding=((1, 2), (0, 1)), dilation=2)),
+    # Large hi pads: part of the input never reaches the output.
+    ("k2_s1_large_hi_pads", (1, 4, 4, 2), (2, 2), 2, dict(stride=1, padding=((0, 3), (0, 3)))),
 )
 
 
