@@ -502,6 +502,7 @@ def summary(ex: Example, r: dict) -> dict:
 def spy(ax, W, structure, title):
   """W drawn as an image: white = structural zero, colour = value (0-valued taps in grey)."""
   import matplotlib.colors as mcolors
+  from matplotlib.ticker import MaxNLocator
   vmax = float(np.max(np.abs(W))) or 1.0
   img = np.ma.masked_where(~structure, W)
   cmap = mcolors.LinearSegmentedColormap.from_list(
@@ -511,6 +512,8 @@ def spy(ax, W, structure, title):
   ax.set_xlabel("input index", fontsize=8)
   ax.set_ylabel("output index", fontsize=8)
   ax.tick_params(labelsize=7)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def figures(ex: Example, r: dict, out_dir: str) -> list[str]:
@@ -560,20 +563,40 @@ def shapes_figure(ex: Example, path: str, strides=(1, 2, 3), paddings=("VALID", 
   # Shared axes: every W is drawn at the same scale, so its shape is seen.
   fig, axes = plt.subplots(len(paddings), len(strides), figsize=(3.2 * len(strides), 3.4 * len(paddings)),
                            squeeze=False, sharex=True, sharey=True)
-  max_rows = 1
+  configs = {(pad, s): dataclasses.replace(ex, padding=pad, stride=(s, s))
+             for pad in paddings for s in strides}
+  configs = {key: e for key, e in configs.items() if min(e.out_hw) >= 1}
+  mats = _dense_matrices(ex.w, ex.x.shape[1:], tuple((e.stride, e.padding) for e in configs.values()),
+                         ex.dilation)
+  mats = dict(zip(configs, mats))
+  max_rows = max(W.shape[0] for W, _ in mats.values())
   for i, pad in enumerate(paddings):
     for j, s in enumerate(strides):
-      e = dataclasses.replace(ex, padding=pad, stride=(s, s))
       ax = axes[i, j]
-      if min(e.out_hw) < 1:
+      if (pad, s) not in mats:
         ax.set_axis_off()
         ax.set_title(f"{pad}, stride {s}: empty output", fontsize=9)
         continue
-      W, S = conv_matrix_dense(e)
+      W, S = mats[(pad, s)]
       spy(ax, W, S, f"{pad}, stride {s}: W {W.shape[0]}x{W.shape[1]}")
-      max_rows = max(max_rows, W.shape[0])
-  axes[0, 0].set_xlim(-0.5, W.shape[1] - 0.5)
+  axes[0, 0].set_xlim(-0.5, ex.x.size - 0.5)
   axes[0, 0].set_ylim(max_rows - 0.5, -0.5)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
+
+
+def _dense_matrices(w, input_shape, configs, dilation):
+  """Dense W and structure for several (stride, padding) configs, compiled together."""
+  import jax
+  import jax.numpy as jnp
+  from jaxseg import ops
+
+  def f(w):
+    out = []
+    for stride, padding in configs:
+      kw = dict(stride=stride, padding=padding, dilation=dilation)
+      out.append((ops.conv_matrix(w, input_shape, **kw).todense(),
+                  ops.conv_matrix(jnp.ones_like(w), input_shape, **kw).todense() != 0))
+    return out
+  return [(np.asarray(W), np.asarray(S)) for W, S in jax.jit(f)(jnp.asarray(w))]
