@@ -67,6 +67,11 @@ class TrainConfig:
     need(number(self.val_fraction) and 0 < self.val_fraction < 1, "val-fraction",
          f"must be between 0 and 1, got {self.val_fraction!r}")
     need(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be an integer >= 0, got {self.seed!r}")
+    from jaxseg import losses, models, ops
+    need(self.model in models.MODELS, "model", f"unknown model {self.model!r} (choose from {', '.join(models.MODELS)})")
+    need(self.loss in losses.LOSSES, "loss", f"unknown loss {self.loss!r} (choose from {', '.join(losses.LOSSES)})")
+    need(self.conv_impl in ops.CONV_IMPLS, "conv-impl",
+         f"unknown conv implementation {self.conv_impl!r} (choose from {', '.join(ops.CONV_IMPLS)})")
     need(self.optimizer in OPTIMIZERS, "optimizer", f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
     need(self.parallel in PARALLEL, "parallel", f"unknown mode {self.parallel!r} (choose from {', '.join(PARALLEL)})")
     need(self.devices is None or (isinstance(self.devices, int) and self.devices >= 1), "devices",
