@@ -2,7 +2,8 @@
 
 Each subcommand lives in `jaxseg/commands/<name>.py` and exposes
 ``HELP: str``, ``add_arguments(parser)`` and ``run(args) -> int | None``.
-Modules import JAX inside ``run`` so that ``--help`` stays fast.
+Only the chosen subcommand's module is imported (and it imports JAX inside
+``run``), so that ``jaxseg --help`` and ``jaxseg <cmd> --help`` stay fast.
 """
 
 from __future__ import annotations
@@ -13,7 +14,19 @@ import sys
 
 from jaxseg.errors import UserError
 
-COMMANDS = ("train", "evaluate", "predict", "search", "bench", "explain", "summary")
+# name -> one line for `jaxseg --help`; the full HELP of each module is the
+# description of `jaxseg <name> --help`. Kept here so that listing the
+# commands imports none of them.
+SUMMARIES = {
+    "train": "train a segmentation model (default: the lab's FCN on synthetic cardiac MRI)",
+    "evaluate": "evaluate a trained run on its validation data (or on --data)",
+    "predict": "segment an image or volume with a trained run, keeping its geometry",
+    "search": "grid or random search over the lab's training knobs",
+    "bench": "benchmark conv implementations or whole training steps",
+    "explain": "show a convolution as a sparse matrix: y = W x and W^T y",
+    "summary": "print a model's layers, output shapes and parameter counts",
+}
+COMMANDS = tuple(SUMMARIES)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,20 +36,30 @@ class _Parser(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: list[str]) -> str | None:
+  """The subcommand argparse will pick: the first argument not starting with '-'
+  (the top-level parser has no options that take a value)."""
+  return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None, *, all_commands: bool = False) -> argparse.ArgumentParser:
+  """The parser; only `command`'s arguments (or every command's) are added."""
   parser = _Parser(prog="jaxseg", description=__doc__.splitlines()[0].rstrip("."))
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
   sub.required = True
   for name in COMMANDS:
-    module = importlib.import_module(f"jaxseg.commands.{name}")
-    p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-    module.add_arguments(p)
-    p.set_defaults(_run=module.run)
+    p = sub.add_parser(name, help=SUMMARIES[name], description=SUMMARIES[name])
+    if all_commands or name == command:
+      module = importlib.import_module(f"jaxseg.commands.{name}")
+      p.description = module.HELP
+      module.add_arguments(p)
+      p.set_defaults(_run=module.run)
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = build_parser()
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = build_parser(_chosen(argv))
   args = parser.parse_args(argv)
   try:
     status = args._run(args)
