@@ -1,0 +1,66 @@
+"""The DLI lab's experiments on the synthetic cardiac MRI data, as `jaxseg` commands.
+
+Each entry of EXPERIMENTS is the exact command line; run one with
+
+  .venv/bin/python experiments/lab/run.py task1      # or task2, task3, search, unet, default
+  .venv/bin/python experiments/lab/run.py --list     # print the commands
+
+It runs `jaxseg <args> --json --workdir runs/lab/<name>` and stores the JSON
+result in experiments/lab/results/<name>.json. What they printed on this
+machine is in experiments/lab/RESULTS.md.
+
+- task1: the lab's Task 1, `dense` (Flatten, Dense 64, Dense 256*256*2) with
+  CE: high pixel accuracy from predicting background everywhere, Dice ~ 0.
+- task2: the lab's Task 2, `fcn` with pixel-wise CE (the lab's loss), 20 epochs.
+- task3: Task 3 and beyond: `fcn` trained on Dice + CE instead of CE only.
+- search: the lab's parameter search (learning_rate, decay_rate, decay_steps,
+  num_epochs) as a grid, ranked by val Dice.
+- unet: the U-Net of 004_* (`unet_small`) on the same data.
+- default: what `jaxseg train` does with no arguments.
+"""
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+EXPERIMENTS = {
+    "task1": ["train", "--model", "dense", "--loss", "ce", "--epochs", "3", "--batch-size", "8"],
+    "task2": ["train", "--model", "fcn", "--loss", "ce", "--epochs", "20", "--batch-size", "8"],
+    "task3": ["train", "--model", "fcn", "--loss", "ce+dice", "--epochs", "20", "--batch-size", "8"],
+    "search": ["search", "--model", "fcn", "--loss", "ce+dice", "--lr", "1e-3,3e-4",
+               "--decay-rate", "1.0,0.5", "--decay-steps", "200", "--epochs", "5"],
+    "unet": ["train", "--model", "unet_small", "--loss", "ce+dice", "--epochs", "10", "--batch-size", "8"],
+    "default": ["train"],
+}
+
+
+def main(argv):
+  if not argv or argv[0] in ("-h", "--help", "--list"):
+    for name, args in EXPERIMENTS.items():
+      print(f"{name:8s} jaxseg {' '.join(args)} --json --workdir runs/lab/{name}")
+    return 0
+  from jaxseg import cli
+  name, extra = argv[0], argv[1:]
+  if name not in EXPERIMENTS:
+    print(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}", file=sys.stderr)
+    return 2
+  workdir = os.path.join("runs", "lab", name)
+  args = EXPERIMENTS[name] + ["--json", "--workdir", workdir] + extra
+  import contextlib
+  import io
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    status = cli.main(args)
+  out = buf.getvalue()
+  sys.stdout.write(out)
+  if status == 0:
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", f"{name}.json"), "w") as f:
+      f.write(out.strip().splitlines()[-1] + "\n")
+  return status
+
+
+if __name__ == "__main__":
+  raise SystemExit(main(sys.argv[1:]))
