@@ -131,8 +131,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   sample = _sample_index(val_ds)
   local = stepper.local_slice(config.batch_size)
   state = stepper.put_state(host_state)
-  schedule = jax.jit(lambda s: __import__("optax").exponential_decay(
-      config.lr, config.decay_steps, config.decay_rate)(s))
+  import optax
+  schedule = optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
   if show_progress is None:
     show_progress = not quiet and sys.stderr.isatty()
   meta_base = {"image_shape": list(train_ds.images.shape[1:]), "in_channels": in_channels,
