@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxseg.errors import ConfigError, UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvLayer:
@@ -122,7 +124,6 @@ def table_layers(model: str, *, batch: int, image_size: int, in_channels: int = 
       cin = c
     layers.append(_conv(model, "head", n, (s, s), cin, num_classes, 1))
     return layers
-  from jaxseg.errors import ConfigError
   raise ConfigError(f"--model: no conv layer table for {model!r} (tables: fcn, fcn_deep, unet_small)")
 
 
@@ -201,6 +202,13 @@ def model_layers(model_name: str, *, batch: int, image_size: int, in_channels: i
   except NotImplementedError:
     layers = []
   if layers:
+    try:  # name them as the architecture table does, if it describes the same layers
+      table = dedupe(table_layers(model_name, **kw))
+    except UserError:
+      table = []
+    strip = lambda ls: [dataclasses.replace(l, name="") for l in ls]
+    if strip(table) == strip(layers):
+      layers = [dataclasses.replace(l, name=t.name) for l, t in zip(layers, table)]
     return layers, "captured from jaxseg.models via jax.eval_shape"
   return dedupe(table_layers(model_name, **kw)), "architecture table (model not available)"
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The commands behind experiments/bench/RESULTS.md. Needs the peers extra:
+#   .venv/bin/pip install -e '.[peers,plot]'
+# Each writes its table to stdout and its JSON (last line) to experiments/bench/out/.
+set -eu
+cd "$(dirname "$0")/../.."
+OUT=experiments/bench/out; mkdir -p "$OUT"
+J=.venv/bin/jaxseg
+uptime
+# 1. Train step vs PyTorch and Keras, interleaved (targets: fcn <= 1.0x torch, unet_small <= 0.8x).
+$J bench --what train --model fcn --batch-size 8 --image-size 256 --steps 5 --rounds 3 --peers --json | tee "$OUT/peers_fcn.txt"
+$J bench --what train --model unet_small --batch-size 8 --image-size 256 --steps 3 --rounds 3 --peers --json | tee "$OUT/peers_unet_small.txt"
+# 2. Every conv impl on every conv layer (targets: im2col <= 1.5x lax fwd+bwd, direct <= 3x on fcn).
+$J bench --what conv --model fcn,unet_small --batch-size 8 --image-size 256 --steps 3 --budget 10 --json | tee "$OUT/conv.txt"
+# 3. Sweeps with plots.
+$J bench --what conv --model fcn --layer conv2 --sweep --batch-size 8 --image-size 256 --steps 3 \
+    --impls lax,im2col,direct,matrix --plot experiments/bench/conv_sweep.png --json | tee "$OUT/conv_sweep.txt"
+$J bench --what train --model fcn --sweep --batch-size 8 --image-size 256 --steps 3 \
+    --plot experiments/bench/train_sweep.png --json | tee "$OUT/train_sweep.txt"
+# 4. Before/after for the proposals (one process, variants in turn), and XLA flags.
+.venv/bin/python experiments/bench/step_variants.py --model fcn --variants base,upscore_col2im,pool_reduce_window,plain_step
+bash experiments/bench/xla_flags.sh fcn 2
+uptime
