@@ -22,10 +22,12 @@ IDENTITY_FIELDS = ("model", "data", "val_data", "num_classes", "loss", "optimize
 class TrainConfig:
   """One training run.
 
-  The defaults are the DLI lab's setup on the synthetic data: the lab's FCN,
-  Keras' Adam (learning rate 1e-3, no decay: decay_rate 1.0), pixel-wise
-  cross-entropy; batch 8 (the lab used 1) so that 10 epochs take a few
-  minutes on two CPU cores.
+  The defaults follow the DLI lab on the synthetic data: the lab's FCN and
+  Keras' Adam (learning rate 1e-3, no decay: decay_rate 1.0), with two
+  changes measured on this data: the loss is CE + soft Dice (with the lab's
+  plain CE and batch 8 the val Dice was still 0.01 after 2 epochs; CE + Dice
+  at batch 4 reached 0.71 after 2), and batch 4 (the lab used 1) so that 10
+  epochs take a few minutes on two CPU cores.
   """
   model: str = "fcn"
   data: str = "synthetic"
@@ -33,12 +35,12 @@ class TrainConfig:
   num_classes: int = 2
   val_fraction: float = 0.1
   epochs: int = 10
-  batch_size: int = 8
+  batch_size: int = 4
   lr: float = 1e-3
   decay_rate: float = 1.0
   decay_steps: int = 1000
   optimizer: str = "adam"
-  loss: str = "ce"
+  loss: str = "ce+dice"
   conv_impl: str = "lax"
   augment: bool = False
   seed: int = 0

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from jaxseg import cli
 from train_helpers import TINY_DATA
 
-TINY = ["--model", "cnn3", "--data", TINY_DATA, "--batch-size", "4", "--lr", "3e-3"]
+TINY = ["--model", "cnn3", "--loss", "ce", "--data", TINY_DATA, "--batch-size", "4", "--lr", "3e-3"]
 
 
 def _run(capsys, *argv):

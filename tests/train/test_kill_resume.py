@@ -10,7 +10,7 @@ import time
 from jaxseg.train import train_and_evaluate
 from train_helpers import TINY_DATA, tiny_config
 
-ARGS = ["--model", "cnn3", "--data", TINY_DATA, "--epochs", "3", "--batch-size", "4", "--lr", "3e-3",
+ARGS = ["--model", "cnn3", "--loss", "ce", "--data", TINY_DATA, "--epochs", "3", "--batch-size", "4", "--lr", "3e-3",
         "--json", "--quiet"]
 
 

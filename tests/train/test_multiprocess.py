@@ -25,7 +25,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path, parallel):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
   work = str(tmp_path / "multi")
   procs = [subprocess.Popen(
-      [sys.executable, "-m", "jaxseg", "train", "--model", "cnn3", "--data", TINY_DATA, "--epochs", "1",
+      [sys.executable, "-m", "jaxseg", "train", "--model", "cnn3", "--loss", "ce", "--data", TINY_DATA, "--epochs", "1",
        "--batch-size", "4", "--lr", "3e-3", "--parallel", parallel, "--workdir", work, "--json",
        "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]

@@ -10,7 +10,7 @@ TIMING = ("epoch_seconds", "train_seconds")
 
 
 def tiny_config(**kw) -> TrainConfig:
-  base = TrainConfig(model="cnn3", data=TINY_DATA, epochs=2, batch_size=4, lr=3e-3, seed=0)
+  base = TrainConfig(model="cnn3", data=TINY_DATA, epochs=2, batch_size=4, lr=3e-3, seed=0, loss="ce")
   return dataclasses.replace(base, **kw)
 
 
