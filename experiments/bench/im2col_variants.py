@@ -68,11 +68,49 @@ def make_im2col_vjp(stride: int, kernel: tuple[int, int]):
   return f
 
 
+def make_lax_col2im_dx(stride: int, kernel: tuple[int, int], conv_op=None):
+  """lax's conv forward and dW, but dx by col2im instead of XLA's stride-dilated conv.
+
+  For stride s, XLA computes dx as a conv over g with s-1 zeros between its
+  pixels (lhs dilation): (s*s - 1)/(s*s) of those multiplies are by zero.
+  col2im does one GEMM and an overlap-add: no zeros.
+  """
+  from jaxseg import ops
+  conv_op = conv_op or ops.conv
+
+  def conv(x, w):
+    return conv_op(x, w, stride=stride, padding="SAME", impl="lax")
+
+  @jax.custom_vjp
+  def f(x, w):
+    return conv(x, w)
+
+  def fwd(x, w):
+    return conv(x, w), (x, w)
+
+  def bwd(res, g):
+    x, w = res
+    _, vjp_w = jax.vjp(lambda w_: conv(x, w_), w)
+    (dw,) = vjp_w(g)
+    pads, opad = [], []
+    for size, k, o in zip(x.shape[1:3], kernel, g.shape[1:3]):
+      _, (lo, hi) = _same_pads(size, k, stride)
+      pads.append((lo, hi))
+      opad.append(size - ((o - 1) * stride + k - lo - hi))
+    dx = ops.conv_transpose(g, w, stride=stride, padding=pads, output_padding=tuple(opad),
+                            impl="col2im")
+    return dx, dw
+
+  f.defvjp(fwd, bwd)
+  return f
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--image-size", type=int, default=256)
   p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--layers", default=None, help="comma-separated layer names (default all)")
   args = p.parse_args(argv)
   import os
   from jaxseg import ops
@@ -80,20 +118,22 @@ def main(argv=None):
   from jaxseg.bench.layers import table_layers
   from jaxseg.bench.timing import time_fn
   layers = [l for l in table_layers("fcn", batch=args.batch_size, image_size=args.image_size)
-            if l.kind == "conv"]
+            if l.kind == "conv" and (not args.layers or l.name in args.layers.split(","))]
   print(f"fcn conv layers, batch {args.batch_size}, {args.image_size}^2, fwd+bwd ms "
         f"(random cotangent), load {os.getloadavg()[0]:.2f}")
-  print("| layer | shape | lax | ops im2col | im2col + col2im VJP | ops im2col / lax | new / lax |")
-  print("|---|---|---|---|---|---|---|")
-  tot = {"lax": 0.0, "ops": 0.0, "new": 0.0}
+  print("| layer | shape | lax | ops im2col | im2col + col2im VJP | lax + col2im dx "
+        "| ops im2col / lax | new / lax | lax+col2im dx / lax |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  tot = {"lax": 0.0, "ops": 0.0, "new": 0.0, "laxdx": 0.0}
   for layer in layers:
     x, w, ct = conv_lib.layer_inputs(layer)
     s = layer.stride[0]
     fns = {"lax": conv_lib.layer_fn(layer, "lax"), "ops": conv_lib.layer_fn(layer, "im2col"),
-           "new": make_im2col_vjp(s, tuple(layer.w_shape[:2]))}
+           "new": make_im2col_vjp(s, tuple(layer.w_shape[:2])),
+           "laxdx": make_lax_col2im_dx(s, tuple(layer.w_shape[:2]))}
     gs = {k: jax.jit(conv_lib.fwd_bwd(f)) for k, f in fns.items()}
     ref = gs["lax"](x, w, ct)
-    for k in ("ops", "new"):
+    for k in ("ops", "new", "laxdx"):
       conv_lib.compare(layer, k, gs[k](x, w, ct), ref)  # raises if wrong
     t = {}
     for _ in range(2):  # two passes in turn; keep each one's best median
@@ -103,9 +143,11 @@ def main(argv=None):
     for k in tot:
       tot[k] += t[k] * layer.count
     print(f"| {layer.name} | {layer.describe()} | {t['lax'] * 1e3:.1f} | {t['ops'] * 1e3:.1f} "
-          f"| {t['new'] * 1e3:.1f} | {t['ops'] / t['lax']:.2f}x | {t['new'] / t['lax']:.2f}x |")
+          f"| {t['new'] * 1e3:.1f} | {t['laxdx'] * 1e3:.1f} | {t['ops'] / t['lax']:.2f}x "
+          f"| {t['new'] / t['lax']:.2f}x | {t['laxdx'] / t['lax']:.2f}x |", flush=True)
   print(f"| all | | {tot['lax'] * 1e3:.1f} | {tot['ops'] * 1e3:.1f} | {tot['new'] * 1e3:.1f} "
-        f"| {tot['ops'] / tot['lax']:.2f}x | {tot['new'] / tot['lax']:.2f}x |")
+        f"| {tot['laxdx'] * 1e3:.1f} | {tot['ops'] / tot['lax']:.2f}x | {tot['new'] / tot['lax']:.2f}x "
+        f"| {tot['laxdx'] / tot['lax']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ the proposal for that package can be measured before it is applied:
   overlap-add) instead of lax's stride-dilated conv, which multiplies the
   31x31/16 upscore's work by 16*16 in zeros;
 - pool_reduce_window: max-pool as plain lax.reduce_window (the old way);
-- plain_step: the bench's bare step (no accuracy/Dice metrics in the step).
+- plain_step: the bench's bare step (no accuracy/Dice metrics in the step);
+- strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
+  overlap-add) instead of XLA's conv over the zero-dilated cotangent.
 
 XLA flags cannot change inside one process: compare them with two runs of
 `jaxseg bench --what train` in one shell line instead (see RESULTS.md).
@@ -55,6 +57,20 @@ def variant(name):
       stride = window if stride is None else stride
       return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1), padding)
     return _patched(ops, "max_pool", max_pool), "product"
+  if name == "strided_dx_col2im":
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from im2col_variants import make_lax_col2im_dx
+    real_conv = ops.conv
+
+    def conv(x, w, *, stride=1, padding="SAME", dilation=1, groups=1, impl="lax"):
+      s = stride if isinstance(stride, int) else stride[0]
+      if (impl == "lax" and x.ndim == 4 and padding == "SAME" and groups == 1 and dilation in (1, (1, 1))
+          and s > 1 and stride in (s, (s, s), [s, s])):
+        return make_lax_col2im_dx(s, tuple(w.shape[:2]), real_conv)(x, w)
+      return real_conv(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                       impl=impl)
+    return _patched(ops, "conv", conv), "product"
   raise SystemExit(f"unknown variant {name}")
 
 
