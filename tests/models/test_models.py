@@ -23,6 +23,16 @@ def _abstract(name, shape, **kw):
   return sum(math.prod(p.shape) for p in jax.tree.leaves(variables)), out.shape
 
 
+def _random_variables(model, x, seed=0):
+  """He-scaled NumPy weights in the model's param tree: no jitted PRNG init to compile
+  (threefry takes seconds to compile on a loaded CPU)."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(x.shape, x.dtype))
+  scale = lambda shape: np.sqrt(2 / math.prod(shape[:-1])) if len(shape) > 1 else 0.1
+  return jax.tree.map(lambda a: jnp.asarray(rng.normal(0, scale(a.shape), a.shape), jnp.float32),
+                      shapes)
+
+
 def _conv_params(k, cin, cout):
   return k * k * cin * cout + cout
 
@@ -90,20 +100,20 @@ def _np_conv_same(x, w, b):
 def test_cnn3_matches_numpy_forward():
   model = models.create("cnn3")
   x = np.random.default_rng(0).normal(size=(2, 9, 7, 1)).astype(np.float32)
-  variables = model.init(jax.random.key(1), x)
+  variables = _random_variables(model, x, seed=1)
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
   h = np.maximum(_np_conv_same(x, p["conv1"]["kernel"], p["conv1"]["bias"]), 0)
   h = np.maximum(_np_conv_same(h, p["conv2"]["kernel"], p["conv2"]["bias"]), 0)
   expected = _np_conv_same(h, p["conv3"]["kernel"], p["conv3"]["bias"])
-  chex.assert_trees_all_close(model.apply(variables, x), expected, atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close(jax.jit(model.apply)(variables, x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_init_is_keras_default_glorot_uniform_and_zero_bias():
-  variables = models.create("cnn3").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-  k = np.asarray(variables["params"]["conv2"]["kernel"])  # (3, 3, 8, 16)
+  params = layers.Conv(16, (3, 3)).init(jax.random.key(0), jnp.zeros((1, 4, 4, 8)))["params"]
+  k = np.asarray(params["kernel"])  # (3, 3, 8, 16)
   limit = math.sqrt(6 / (9 * 8 + 9 * 16))
   assert np.abs(k).max() <= limit and np.abs(k).max() > 0.8 * limit
-  assert not np.any(np.asarray(variables["params"]["conv2"]["bias"]))
+  assert not np.any(np.asarray(params["bias"]))
 
 
 def test_center_crop_concat_crops_the_skip_to_the_middle():
@@ -116,8 +126,8 @@ def test_center_crop_concat_crops_the_skip_to_the_middle():
 def test_dense_keeps_the_labs_softmax_over_all_outputs():
   model = models.create("dense", image_size=8)
   x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
-  variables = model.init(jax.random.key(0), x)
-  out = model.apply(variables, x)
+  variables = _random_variables(model, x)
+  out = jax.jit(model.apply)(variables, x)
   np.testing.assert_allclose(np.asarray(out).reshape(2, -1).sum(-1), 1.0, rtol=1e-5)
   # What the lab's loss saw: a per-pixel softmax of ~1/128-sized numbers, i.e. ~0.5 everywhere.
   np.testing.assert_allclose(jax.nn.softmax(out, axis=-1), 0.5, atol=0.05)
@@ -127,9 +137,11 @@ def test_dense_keeps_the_labs_softmax_over_all_outputs():
 
 
 def test_dropout_only_in_training_and_deterministic_per_rng():
-  model = models.create("unet_small", in_channels=3, num_classes=1)
-  x = np.random.default_rng(0).normal(size=(1, 16, 16, 3)).astype(np.float32)
-  variables = model.init(jax.random.key(0), x)
+  # unet_small's dropout layers on a tiny U-Net (same code, faster compile).
+  model = models.create("unet", in_channels=3, num_classes=1, base=2, depth=1, padding="same",
+                        activation="elu", dropout=(0.2, 0.3))
+  x = np.random.default_rng(0).normal(size=(1, 8, 8, 3)).astype(np.float32)
+  variables = _random_variables(model, x)
   apply = jax.jit(model.apply, static_argnames="train")
   eval_a = apply(variables, x, train=False, rngs={"dropout": jax.random.key(1)})
   eval_b = apply(variables, x, train=False, rngs={"dropout": jax.random.key(2)})
@@ -199,7 +211,7 @@ def test_conv_impls_agree_with_lax(key, impl):
   name = "unet" if key == "unet_same" else key
   shape, kw = SMALL[key]
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-  variables = models.create(name, **kw).init(jax.random.key(0), x)
+  variables = _random_variables(models.create(name, **kw), x)
   expected = jax.jit(models.create(name, **kw).apply)(variables, x)
   got = jax.jit(models.create(name, conv_impl=impl, **kw).apply)(variables, x)
   assert np.abs(np.asarray(expected)).max() > 1e-3
