@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 COLUMNS = ("epoch", "step", "train_loss", "train_accuracy", "train_dice",
-           "val_loss", "val_accuracy", "val_dice", "lr", "epoch_seconds")
+           "val_loss", "val_accuracy", "val_dice", "lr", "train_seconds", "epoch_seconds")
 
 
 class MetricsWriter:
