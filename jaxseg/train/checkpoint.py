@@ -42,6 +42,8 @@ class Checkpoints:
     # best first: if we are killed in between, the latest (resume point) is
     # still the previous epoch and the rerun saves both again.
     if is_best:
+      if epoch in self.best.all_steps():  # saved just before a kill; this run redid the epoch
+        self.best.delete(epoch)
       self.best.save(epoch, args=args, force=True)
       self.best.wait_until_finished()
     self.latest.save(epoch, args=args, force=True)
