@@ -191,7 +191,7 @@ SMALL = {
     "cnn3": ((2, 12, 10, 1), {}),
     "fcn": ((1, 32, 32, 1), {}),
     "dense": ((2, 8, 8, 1), {"image_size": 8, "lab_softmax": False}),
-    "unet_small": ((1, 16, 16, 3), {"in_channels": 3, "num_classes": 1}),
+    "unet_small": ((1, 16, 16, 3), {"in_channels": 3, "num_classes": 1, "base": 4}),  # narrower
     "unet": ((1, 44, 44, 1), {"base": 4, "depth": 2}),  # valid: 44 -> 4
     "unet_same": ((1, 16, 16, 1), {"base": 4, "depth": 2, "padding": "same"}),
     "unet3d": ((1, 8, 8, 8, 1), {"base": 2, "depth": 1}),
