@@ -30,16 +30,21 @@ def _run(capsys, *argv):
     (["--data", "nope:/x"], "nope"),
     (["--data", "folder:/does/not/exist"], "/does/not/exist"),
     (["--optimizer", "lbfgs"], "--optimizer"),
-    (["--resume"], "--workdir"),
+    (["--devices", "8", "--batch-size", "8"], "only 4 available"),
+    (["--parallel", "vmap"], "--parallel"),
+    (["--coordinator", "nohost", "--num-processes", "2"], "--coordinator"),
+    (["--process-id", "3", "--num-processes", "2", "--coordinator", "127.0.0.1:1"], "--process-id"),
 ])
 def test_train_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, needle):
-  status, out, err = _run(capsys, "train", "--workdir", str(tmp_path / "w"), *TINY,
-                          *([] if "--resume" in argv else []), *argv)
-  if argv == ["--resume"]:
-    status, out, err = _run(capsys, "train", *TINY, "--resume")
+  status, out, err = _run(capsys, "train", "--workdir", str(tmp_path / "w"), *TINY, *argv)
   assert status == 2
   assert len(err.strip().splitlines()) == 1 and needle in err, err
   assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+
+
+def test_resume_without_workdir_is_one_line_exit_2(capsys):
+  status, _, err = _run(capsys, "train", *TINY, "--resume")
+  assert status == 2 and len(err.strip().splitlines()) == 1 and "--workdir" in err
 
 
 def test_predict_and_evaluate_without_a_run_are_one_line_exit_2(tmp_path, capsys):
