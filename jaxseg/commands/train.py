@@ -49,7 +49,8 @@ def add_arguments(parser):
                       help="continue the run in --workdir from its latest checkpoint (same settings; --epochs may grow)")
   parser.add_argument("--overwrite", action="store_true",
                       help="delete the run files in a non-empty --workdir and start afresh")
-  parser.add_argument("--json", action="store_true", help="print the results as one JSON line on stdout")
+  parser.add_argument("--json", action="store_true",
+                      help="print the results as one JSON line on stdout (per-epoch lines stay on stderr)")
   parser.add_argument("--quiet", action="store_true", help="no per-epoch lines and no progress bar on stderr")
 
 
@@ -77,8 +78,11 @@ def run(args):
   config.validate()
   workdir = args.workdir or default_workdir(config.model)
   try:
+    # per-epoch lines go to stderr even with --json (stdout keeps only the JSON);
+    # the progress bar only on a terminal and without --json
     result = loop.train_and_evaluate(config, workdir, resume=args.resume, overwrite=args.overwrite,
-                                     quiet=args.quiet or args.json)
+                                     quiet=args.quiet,
+                                     show_progress=not (args.quiet or args.json) and sys.stderr.isatty())
   except DivergenceError as e:
     print(f"jaxseg train: error: {e}", file=sys.stderr)
     return 3
