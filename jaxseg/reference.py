@@ -82,6 +82,14 @@ def conv_transpose(y, w, *, stride=1, padding="SAME", output_padding=None, dilat
   x_shape = [deconv_output_length(n, k, p, s, d, op)
              for n, k, p, s, d, op in zip(n_shape, kernel, per_dim, stride, dilation, opad)]
   pads = _pads(padding, x_shape, k_eff, stride)
+  if isinstance(padding, str) and padding.upper() == "SAME" and output_padding is not None:
+    # Keras (keras/src/backend/jax/nn.py): the stride-dilated input is padded on the
+    # left by min(ceil(pad_len / 2), k_eff - 1), pad_len = k_eff + k_eff % 2 - 2 + output_padding,
+    # so output pixel 0 sits at k_eff - 1 - left in the scatter's coordinates.
+    pads = []
+    for k, op in zip(k_eff, opad):
+      pad_len = k + k % 2 - 2 + op
+      pads.append((k - 1 - min(pad_len // 2 + pad_len % 2, k - 1), None))
   x = np.zeros((y.shape[0], *x_shape, w.shape[-2]))
   for o in itertools.product(*(range(n) for n in n_shape)):
     for t in itertools.product(*(range(k) for k in kernel)):

@@ -134,6 +134,19 @@ def deconv_output_length(n: int, k: int, padding, stride: int, dilation: int,
   return (n - 1) * stride + k_eff - lo - hi + (output_padding or 0)
 
 
+def keras_same_output_padding_pads(k_eff: int, output_padding: int) -> tuple[int, int]:
+  """Forward-conv pads of Keras' transposed conv with padding="same" and an explicit output_padding.
+
+  Keras pads the stride-dilated input by (left, right) with pad_len =
+  k_eff + k_eff % 2 - 2 + output_padding and left = min(ceil(pad_len / 2), k_eff - 1);
+  the forward conv it is the adjoint of has pads (k_eff - 1 - left, k_eff - 1 - right),
+  the high one clipped at 0 (the stride remainder covers the rest).
+  """
+  pad_len = k_eff + k_eff % 2 - 2 + output_padding
+  left = min((pad_len + 1) // 2, k_eff - 1)
+  return k_eff - 1 - left, max(k_eff - 1 - (pad_len - left), 0)
+
+
 def conv_transpose_geometry(y_shape: Sequence[int], w_shape: Sequence[int], *, stride, padding,
                             output_padding, dilation) -> ConvGeometry:
   """Geometry of the *forward* conv whose adjoint `conv_transpose(y, w, ...)` is.
@@ -178,8 +191,14 @@ def conv_transpose_geometry(y_shape: Sequence[int], w_shape: Sequence[int], *, s
   if any(i < 1 for i in in_shape):
     raise ConfigError(f"conv_transpose of {y_shape} with kernel {kernel}, padding {padding!r} has an "
                       f"empty output {in_shape}")
+  fwd_padding = padding
+  if isinstance(padding, str) and padding.upper() == "SAME" and output_padding is not None:
+    # Keras places SAME + output_padding by its own rule, which is not always
+    # TF SAME at the output size (e.g. even kernels, output_padding=0): use
+    # the explicit forward pads that rule implies.
+    fwd_padding = [keras_same_output_padding_pads(k, op) for k, op in zip(k_eff, opad)]
   geo = conv_geometry((y_shape[0],) + in_shape + (w_shape[-2],), w_shape, stride=stride,
-                      padding=padding, dilation=dilation, groups=1)
+                      padding=fwd_padding, dilation=dilation, groups=1)
   if geo.out_shape != n:
     raise ConfigError(f"conv_transpose: with padding={padding!r}, output_padding={output_padding!r} the "
                       f"forward conv of size {in_shape} gives {geo.out_shape}, not the input size {n}")

@@ -30,10 +30,13 @@ def test_every_impl_equals_reference_scatter_and_is_the_adjoint(case, seed):
   for impl in IMPLS:
     chex.assert_trees_all_close(np.asarray(got[impl]), want, **TOL, custom_message=f"impl={impl}")
   # Dot-product test: <conv(x), y> == <x, conv_transpose(y)>, conv from the NumPy reference.
+  # (Skipped only for Keras' SAME + output_padding sizes that no TF-SAME conv produces.)
   (x,) = arrays(seed + 1, want.shape)
   conv_kw = {k: v for k, v in kw.items() if k != "output_padding"}
   conv_x = reference.conv(x, w, **conv_kw)
-  assert conv_x.shape == y.shape
+  if conv_x.shape != y.shape:
+    assert kw["padding"] == "SAME" and kw["output_padding"] is not None
+    return
   np.testing.assert_allclose(np.vdot(conv_x, y), np.vdot(x, np.asarray(got["col2im"], np.float64)),
                              rtol=1e-4, atol=1e-4)
 
