@@ -7,13 +7,15 @@ Tests must not change it; they compare hashes of all its files.
 
 import contextlib
 import fcntl
+import io
+import json
 import os
 import shutil
 
 import pytest
 
 from jaxseg import cli
-from reliability_helpers import RUN_ARGV, tree_hash
+from reliability_helpers import RESUME_PROBE, RUN_ARGV, tree_hash
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +30,7 @@ def shared_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(shared_dir):
-  """Path of a finished 1-epoch cnn3 run (`jaxseg train ... --workdir W`)."""
+  """Path of a finished 1-epoch run of RUN_MODEL (`jaxseg train ... --workdir W`)."""
   workdir = shared_dir / "run"
   with open(shared_dir / "lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -39,6 +41,7 @@ def trained_run(shared_dir):
         with contextlib.redirect_stdout(open(os.devnull, "w")):
           status = cli.main(["train", *RUN_ARGV, "--workdir", str(workdir)])
         assert status == 0
+        _resume_with_another_models_checkpoint(workdir, shared_dir)
         done.touch()
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
@@ -52,3 +55,33 @@ def unchanged(trained_run):
   assert before
   yield trained_run
   assert tree_hash(trained_run) == before
+
+
+def _resume_with_another_models_checkpoint(workdir, shared_dir):
+  """`jaxseg train --resume` on a copy of the run whose checkpoints say they
+  were written by an fcn run (config.json still says RUN_MODEL).
+
+  Run here, right after training, because this process has the model's init
+  compiled already: `--resume` builds the model before it reads the
+  checkpoint's config, which costs ~40 s of compiling in a cold process on a
+  loaded machine. test_resume_checkpoint_of_another_model checks the record.
+  """
+  copy = shared_dir / "run-other-model"
+  shutil.copytree(workdir, copy)
+  metas = sorted(copy.glob("*/*/meta/metadata"))
+  models = []
+  for meta in metas:
+    m = json.loads(meta.read_text())
+    models.append(m["config"]["model"])
+    m["config"]["model"] = "fcn"
+    meta.write_text(json.dumps(m))
+  before = tree_hash(copy)
+  err = io.StringIO()
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+    try:
+      status = cli.main(["train", "--workdir", str(copy), "--resume", "--epochs", "2", "--quiet"])
+    except SystemExit as e:
+      status = e.code
+  record = {"metas": [str(m.relative_to(copy)) for m in metas], "models_before": models,
+            "status": status, "stderr": err.getvalue(), "unchanged": tree_hash(copy) == before}
+  (shared_dir / RESUME_PROBE).write_text(json.dumps(record))

@@ -10,8 +10,12 @@ import SimpleITK as sitk
 from jaxseg import cli
 
 # The tiny run every test reuses (trained once per session, see conftest.py).
-RUN_ARGV = ["--model", "cnn3", "--data", "synthetic:8,4,32", "--epochs", "1",
+# The lab's dense model: the cheapest to initialise and compile (fewest layers).
+RUN_MODEL = "dense"
+RUN_ARGV = ["--model", RUN_MODEL, "--data", "synthetic:8,4,32", "--epochs", "1",
             "--batch-size", "4", "--quiet"]
+# Record of the --resume probe the session fixture runs (see conftest.py).
+RESUME_PROBE = "resume-other-model.json"
 
 
 def run_cli(capsys, *argv):

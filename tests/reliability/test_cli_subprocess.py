@@ -1,7 +1,9 @@
 """A few bad inputs through a real `python -m jaxseg` process: what reaches the
-terminal is one line on stderr (no traceback, no ITK/JAX noise), exit status 2.
+terminal is one line on stderr (no traceback, no ITK/JAX noise), exit status 2,
+nothing on stdout, and a directory the user already had is left as it was.
 
-The processes run concurrently: each one spends most of its time importing JAX.
+The processes run concurrently (each spends most of its time importing JAX),
+and need no trained run, so under xdist this overlaps the other worker's training.
 """
 
 import subprocess
@@ -9,23 +11,25 @@ import sys
 
 import numpy as np
 
-from reliability_helpers import folder, tree_hash
+from reliability_helpers import folder, tree_hash, write
 
 
-def test_bad_inputs_in_real_processes(trained_run, tmp_path):
-  before = tree_hash(trained_run)
-  images, _ = folder(tmp_path / "gz", ext=".nii.gz")
-  images[0].write_bytes(images[0].read_bytes()[:100])
-  noise = tmp_path / "noise.nrrd"
-  noise.write_bytes(b"NRRD0004\n" + np.random.default_rng(5).bytes(300))
+def test_bad_inputs_in_real_processes(tmp_path):
+  _, labels = folder(tmp_path / "noise")
+  labels[1].write_bytes(b"NRRD0004\n" + np.random.default_rng(5).bytes(300))
+  mine = tmp_path / "mine"
+  (mine / "sub").mkdir(parents=True)
+  (mine / "sub" / "notes.txt").write_text("not a jaxseg run, but mine")
+  before = tree_hash(mine)
+  # (the same and many more cases run in-process in test_cli_bad_input.py;
+  # only two processes here: each one pays for importing JAX)
+  image = write(tmp_path / "in.nrrd", np.ones((8, 8), np.float32))
+  train = ("train", "--model", "cnn3", "--batch-size", "2", "--epochs", "1")
   cases = {  # argv -> what the one line must contain
-      ("train", "--model", "cnn3", "--batch-size", "2", "--data", f"folder:{tmp_path / 'gz'}",
-       "--workdir", str(tmp_path / "w2")): [str(images[0]), "gzip"],
-      ("train", "--model", "cnn3", "--data", "synthetic:8,4,32", "--batch-size", "4",
-       "--workdir", str(trained_run)): ["--workdir", "not empty"],
-      ("predict", "--workdir", str(trained_run), str(noise), str(tmp_path / "o1.nrrd")):
-          [str(noise), "cannot read image"],
-      ("evaluate", "--workdir", str(tmp_path / "none")): ["--workdir"],
+      train + ("--data", f"folder:{tmp_path / 'noise'}", "--workdir", str(mine / "w")):
+          [str(labels[1]), "cannot read image"],
+      ("predict", "--workdir", str(tmp_path / "none"), str(image), str(tmp_path / "o.nrrd")):
+          ["--workdir", str(tmp_path / "none")],
   }
   procs = {argv: subprocess.Popen([sys.executable, "-m", "jaxseg", *argv], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for argv in cases}
@@ -39,5 +43,5 @@ def test_bad_inputs_in_real_processes(trained_run, tmp_path):
     for needle in cases[argv]:
       assert needle in lines[0], (needle, lines[0])
     assert out == "", (argv, out)
-  assert not (tmp_path / "w2").exists() and not (tmp_path / "o1.nrrd").exists()
-  assert tree_hash(trained_run) == before
+  assert not (tmp_path / "o.nrrd").exists()
+  assert tree_hash(mine) == before

@@ -1,0 +1,133 @@
+"""Bad input given next to an existing trained run: exit status 2, one line
+naming the file or flag, no traceback, and not one byte of the run changed
+(the `unchanged` fixture hashes every file of it before and after).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from reliability_helpers import RESUME_PROBE, RUN_ARGV, RUN_MODEL, assert_one_line_error, folder, phantom, run_cli, write
+
+
+@pytest.mark.parametrize("argv, needles", [
+    pytest.param(["--batch-size", "0"], ["--batch-size"], id="evaluate-zero-batch"),
+    pytest.param(["--data", "nope:/x"], ["nope"], id="evaluate-unknown-spec"),
+    pytest.param(["--checkpoint", "first"], ["--checkpoint", "first"], id="evaluate-bad-choice"),
+])
+def test_evaluate_bad_flag(unchanged, capsys, argv, needles):
+  status, _, err = run_cli(capsys, "evaluate", "--workdir", unchanged, *argv)
+  assert_one_line_error(status, err, *needles)
+
+
+def test_0_255_masks_are_read_as_0_1(unchanged, tmp_path, capsys):
+  """A folder whose masks are 0/255 evaluates exactly like the same folder with 0/1."""
+  pairs = phantom(3, size=32, seed=3)
+  folder(tmp_path / "01", pairs)
+  folder(tmp_path / "255", [(img, (lab * 255).astype(np.uint8)) for img, lab in pairs],
+         label_ext=".png")
+  results = []
+  for d in ("01", "255"):
+    status, out, err = run_cli(capsys, "evaluate", "--workdir", unchanged, "--data",
+                               f"folder:{tmp_path / d}", "--json")
+    assert status == 0, err
+    results.append(json.loads(out.strip().splitlines()[-1]))
+  assert results[0]["val_images"] == results[1]["val_images"] == 3
+  for k in ("val_dice", "val_loss", "val_accuracy"):
+    assert results[0][k] == results[1][k], k
+  # and 255 did not become "outside the classes" or all background: the masks
+  # have foreground, so an all-background evaluation would differ
+  assert all(lab.any() for _, lab in pairs)
+  from jaxseg import data
+  ds, _ = data.load(f"folder:{tmp_path / '255'}")
+  np.testing.assert_array_equal(ds.labels, np.stack([lab for _, lab in pairs]).astype(np.int32))
+
+
+def test_evaluate_with_wrong_channel_count(unchanged, tmp_path, capsys):
+  pairs = [(np.stack([img] * 3, -1).astype(np.uint8), lab) for img, lab in phantom(2)]
+  for i, (img, lab) in enumerate(pairs):
+    write(tmp_path / "d" / "images" / f"c{i}.nrrd", img, vector=True)
+    write(tmp_path / "d" / "labels" / f"c{i}.nrrd", lab)
+  status, _, err = run_cli(capsys, "evaluate", "--workdir", unchanged, "--data", f"folder:{tmp_path / 'd'}")
+  assert_one_line_error(status, err, "--data", "3 image channels", "takes 1")
+
+
+def test_predict_missing_input(unchanged, tmp_path, capsys):
+  status, _, err = run_cli(capsys, "predict", "--workdir", unchanged, tmp_path / "missing.nrrd",
+                           tmp_path / "o.nrrd")
+  assert_one_line_error(status, err, tmp_path / "missing.nrrd", "no such file")
+  assert not (tmp_path / "o.nrrd").exists()
+
+
+@pytest.mark.parametrize("kind", ["random-bytes", "truncated-gzip", "nan", "3-channels", "4-D"])
+def test_predict_bad_input_file(unchanged, tmp_path, capsys, kind):
+  img = phantom(1)[0][0]
+  if kind == "random-bytes":
+    path = tmp_path / "in.nrrd"
+    path.write_bytes(np.random.default_rng(2).bytes(500))
+    needle = "cannot read image"
+  elif kind == "truncated-gzip":
+    path = write(tmp_path / "in.nii.gz", img)
+    path.write_bytes(path.read_bytes()[:-40])
+    needle = "gzip"
+  elif kind == "nan":
+    bad = img.astype(np.float32)
+    bad[0, 0] = np.nan
+    path, needle = write(tmp_path / "in.nrrd", bad), "NaN"
+  elif kind == "3-channels":
+    path = write(tmp_path / "in.nrrd", np.stack([img] * 3, -1), vector=True)
+    needle = "3 channels"
+  else:
+    path, needle = write(tmp_path / "in.nrrd", np.zeros((2, 2, 16, 16), np.float32)), "4-D"
+  status, _, err = run_cli(capsys, "predict", "--workdir", unchanged, path, tmp_path / "o.nrrd")
+  assert_one_line_error(status, err, path, needle)
+  assert not (tmp_path / "o.nrrd").exists()
+
+
+def test_predict_output_into_missing_directory(unchanged, tmp_path, capsys):
+  image = write(tmp_path / "in.nrrd", phantom(1, size=32)[0][0])  # a size the model takes
+  out = tmp_path / "no" / "such" / "dir" / "o.nrrd"
+  status, _, err = run_cli(capsys, "predict", "--workdir", unchanged, image, out)
+  assert_one_line_error(status, err, out, "does not exist")
+
+
+def test_predict_zero_batch_size(unchanged, tmp_path, capsys):
+  image = write(tmp_path / "in.nrrd", phantom(1)[0][0])
+  status, _, err = run_cli(capsys, "predict", "--workdir", unchanged, image, tmp_path / "o.nrrd",
+                           "--batch-size", "0")
+  assert_one_line_error(status, err, "--batch-size")
+
+
+@pytest.mark.parametrize("argv, needles", [
+    pytest.param(["--model", "unet_small"], ["--resume", "--model", RUN_MODEL, "unet_small"], id="other-model"),
+    pytest.param(["--loss", "dice"], ["--resume", "--loss"], id="other-loss"),
+    pytest.param(["--batch-size", "2"], ["--resume", "--batch-size"], id="other-batch-size"),
+    pytest.param(["--epochs", "-3"], ["--epochs"], id="negative-epochs"),
+])
+def test_resume_with_another_runs_settings(unchanged, capsys, argv, needles):
+  status, _, err = run_cli(capsys, "train", "--workdir", unchanged, "--resume", "--quiet", *argv)
+  assert_one_line_error(status, err, *needles)
+
+
+def test_resume_checkpoint_of_another_model(trained_run, shared_dir):
+  """A run whose config.json says RUN_MODEL but whose checkpoints were written by an
+  fcn run (e.g. directories copied together) is refused, not restored.
+
+  The command ran in the session fixture (see conftest.py) in the process
+  that trained, to save compiling the model again; here we check its record.
+  """
+  record = json.loads((shared_dir / RESUME_PROBE).read_text())
+  assert record["metas"] == ["best/1/meta/metadata", "checkpoints/1/meta/metadata"]
+  assert record["models_before"] == [RUN_MODEL, RUN_MODEL]
+  assert_one_line_error(record["status"], record["stderr"], "--resume", "--model", "fcn")
+  assert record["unchanged"]
+
+
+@pytest.mark.parametrize("argv", [[], ["--model", "fcn"], ["--epochs", "3"]],
+                         ids=["same-settings", "other-model", "more-epochs"])
+def test_train_into_a_finished_workdir_without_resume(unchanged, capsys, argv):
+  status, _, err = run_cli(capsys, "train", *RUN_ARGV, "--workdir", unchanged, *argv)
+  assert_one_line_error(status, err, "--workdir", "not empty", "--resume")
+
+
