@@ -9,6 +9,9 @@ x -> conv(x, w, stride, padding, dilation), taken at the input size Keras'
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -88,8 +91,30 @@ def _overlap_add_axis(a, axis: int, n: int, k: int, s: int, d: int, lo: int, siz
   return lax.pad(acc, zero, cfg)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_transpose_col2im(y, w, geo: ConvGeometry):
-  """col2im: one GEMM y (N*P, C_in) x W (C_in, taps*C_out), then overlap-add of the columns."""
+  """col2im: one GEMM y (N*P, C_in) x W (C_in, taps*C_out), then overlap-add of the columns.
+
+  Its gradients are those of the forward conv it transposes, taken from XLA
+  (<conv_transpose(y, w), g> = <y, conv(g, w)>): for the lab's 31x31 / 16
+  layer that is 2-3x faster than differentiating the overlap-add.
+  """
+  return _col2im(y, w, geo)
+
+
+def _col2im_fwd(y, w, geo):
+  return _col2im(y, w, geo), (y, w)
+
+
+def _col2im_bwd(geo, res, g):
+  from jaxseg.ops.conv import conv_lax
+  y, w = res
+  # conv_transpose(y, w) = A_w^T y, so <conv_transpose(y, w), g> = <y, conv(g, w)>.
+  dy, vjp_w = jax.vjp(lambda q: conv_lax(g, q, geo), w)
+  return dy, vjp_w(y)[0]
+
+
+def _col2im(y, w, geo: ConvGeometry):
   nd, t = geo.nd, len(geo.taps)
   c_in, c_out = w.shape[-1], w.shape[-2]
   w_mat = w.reshape(t, c_out, c_in).transpose(2, 0, 1).reshape(c_in, t * c_out)
@@ -101,6 +126,9 @@ def conv_transpose_col2im(y, w, geo: ConvGeometry):
     a = _overlap_add_axis(a, 1 + j, geo.out_shape[j], geo.kernel[j], geo.stride[j], geo.dilation[j],
                           geo.pads[j][0], geo.in_shape[j])
   return a
+
+
+conv_transpose_col2im.defvjp(_col2im_fwd, _col2im_bwd)
 
 
 def conv_transpose_matrix(y, w, geo: ConvGeometry):
@@ -122,7 +150,10 @@ def conv_transpose(y, w, *, stride=1, padding="SAME", output_padding=None, dilat
     stride, dilation: int or per spatial dim.
     padding: "SAME", "VALID" or a sequence of (lo, hi) pairs: the padding of
       the forward conv.
-    output_padding: None or int / per-dim ints (< stride), as in Keras.
+    output_padding: None or int / per-dim ints (< stride), as in Keras. With
+      SAME, the output is placed as Keras places it, which makes this the
+      adjoint of the conv with the explicit pads that placement implies
+      (the same as TF SAME whenever a TF-SAME conv has these sizes).
     impl: one of CONV_TRANSPOSE_IMPLS.
 
   Returns:
