@@ -25,6 +25,7 @@ from jaxseg.models import layers
 from jaxseg.models.cnn3 import CNN3
 from jaxseg.models.dense import DenseNet
 from jaxseg.models.fcn import FCN
+from jaxseg.models.summary import summarize
 from jaxseg.models.unet import UNet, unet, unet3d, unet_small
 
 _FACTORIES = {
@@ -64,13 +65,14 @@ def create(name: str, *, num_classes: int = 2, in_channels: int = 1, conv_impl: 
 def size_multiple(name: str, **kw) -> int:
   """Input height/width (and depth) must be a multiple of this (data is padded to it).
 
-  ``dense`` takes exactly ``image_size`` (default 256). The valid-padding
+  ``dense`` takes exactly ``image_size`` when given (else 1: it takes the
+  size it is initialised with, and only that size afterwards). The valid-padding
   ``unet`` also returns 16, but its output is smaller than its input
   (572 -> 388): use ``padding="same"`` to get logits the size of the labels.
   """
   _check_name(name)
   if name == "dense":
-    return int(kw.get("image_size", 256))
+    return int(kw.get("image_size") or 1)
   if name == "cnn3":
     return 1
   if name.startswith("unet"):
@@ -78,4 +80,4 @@ def size_multiple(name: str, **kw) -> int:
   return 16
 
 
-__all__ = ["MODELS", "create", "size_multiple", "DenseNet", "FCN", "CNN3", "UNet"]
+__all__ = ["MODELS", "create", "size_multiple", "summarize", "DenseNet", "FCN", "CNN3", "UNet"]

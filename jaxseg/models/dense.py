@@ -30,6 +30,8 @@ class DenseNet(nn.Module):
   training settles on one constant prediction: high pixel accuracy (the
   background is ~98% of pixels) with a Dice near 0, as in the lab.
 
+  ``image_size=None`` (the default) takes the size of the input the model is
+  initialised with; the weights then fix it (the lab's was 256).
   ``lab_softmax=False`` returns the last Dense layer's raw outputs instead
   (the fixed model; same parameters). ``conv_impl`` is accepted for a uniform
   interface and unused: there is no convolution here.
@@ -37,7 +39,7 @@ class DenseNet(nn.Module):
   num_classes: int = 2
   in_channels: int = 1
   conv_impl: str = "lax"
-  image_size: int = 256
+  image_size: int | None = None
   hidden: int = 64
   lab_softmax: bool = True
 
@@ -45,13 +47,13 @@ class DenseNet(nn.Module):
   def __call__(self, x, train: bool = False):
     del train
     check_input(x, name="dense", in_channels=self.in_channels)
-    s = self.image_size
-    if tuple(x.shape[1:3]) != (s, s):
-      raise DataError(f"model 'dense' was built for {s}x{s} images (image_size={s}), "
-                      f"got {x.shape[1]}x{x.shape[2]}")
+    size = (x.shape[1], x.shape[2]) if self.image_size is None else (self.image_size,) * 2
+    if tuple(x.shape[1:3]) != size:
+      raise DataError(f"model 'dense' was built for {size[0]}x{size[1]} images "
+                      f"(image_size={self.image_size}), got {x.shape[1]}x{x.shape[2]}")
     h = layers.Flatten(name="flatten")(x)
     h = nn.relu(layers.Dense(self.hidden, name="dense")(h))
-    z = layers.Dense(s * s * self.num_classes, name="dense_1")(h)
+    z = layers.Dense(size[0] * size[1] * self.num_classes, name="dense_1")(h)
     if self.lab_softmax:
       z = jax.nn.softmax(z, axis=-1)  # over all S*S*C outputs: the lab's Task 1 failure
-    return layers.Reshape((s, s, self.num_classes), name="reshape")(z)
+    return layers.Reshape(size + (self.num_classes,), name="reshape")(z)

@@ -75,12 +75,14 @@ def test_fcn_takes_any_multiple_of_16_and_dense_its_image_size():
   assert _abstract("fcn", (1, 64, 64, 1), num_classes=4)[1] == (1, 64, 64, 4)
   n, out = _abstract("dense", (2, 32, 32, 1), image_size=32)
   assert (n, out) == (32 * 32 * 64 + 64 + 64 * 32 * 32 * 2 + 32 * 32 * 2, (2, 32, 32, 2))
+  assert _abstract("dense", (2, 32, 32, 1)) == (n, out)  # image_size from the input
+  assert _abstract("dense", (1, 16, 8, 1))[1] == (1, 16, 8, 2)
 
 
 def test_size_multiple():
   assert [models.size_multiple(m) for m in ("fcn", "fcn_deep", "unet_small", "unet", "unet3d")] == [16] * 5
   assert models.size_multiple("cnn3") == 1
-  assert models.size_multiple("dense") == 256 and models.size_multiple("dense", image_size=32) == 32
+  assert models.size_multiple("dense") == 1 and models.size_multiple("dense", image_size=32) == 32
   assert models.size_multiple("unet", depth=2) == 4
   assert set(models.MODELS) >= {"dense", "fcn", "fcn_deep", "cnn3", "unet_small", "unet", "unet3d"}
 
@@ -193,7 +195,6 @@ SMALL = {
     "dense": ((2, 8, 8, 1), {"image_size": 8, "lab_softmax": False}),
     "unet_small": ((1, 16, 16, 3), {"in_channels": 3, "num_classes": 1, "base": 4}),  # narrower
     "unet": ((1, 44, 44, 1), {"base": 4, "depth": 2}),  # valid: 44 -> 4
-    "unet_same": ((1, 16, 16, 1), {"base": 4, "depth": 2, "padding": "same"}),
     "unet3d": ((1, 8, 8, 8, 1), {"base": 2, "depth": 1}),
 }
 
@@ -201,15 +202,15 @@ SMALL = {
 # One non-lax impl per model keeps the compile time down: "direct" unrolls one
 # term per kernel tap, so the FCN's 31x31 transposed conv (961 taps) takes
 # minutes to compile and the FCN is checked on im2col (+ col2im) instead.
-@pytest.mark.parametrize("key,impl", [
+@pytest.mark.parametrize("name,impl", [
     ("cnn3", "im2col"), ("cnn3", "direct"), ("dense", "direct"), ("fcn", "im2col"),
-    ("unet", "direct"), ("unet_same", "im2col"), ("unet_small", "direct"), ("unet3d", "im2col"),
+    ("unet", "direct"), ("unet_small", "direct"), ("unet3d", "im2col"),
 ])
-def test_conv_impls_agree_with_lax(key, impl):
+def test_conv_impls_agree_with_lax(name, impl):
+  # unet covers unpadded convs and cropped skips; unet_small SAME padding, ELU and dropout layers.
   if not _available(impl):
     pytest.skip(f"jaxseg.ops has no {impl!r} conv / conv_transpose yet")
-  name = "unet" if key == "unet_same" else key
-  shape, kw = SMALL[key]
+  shape, kw = SMALL[name]
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
   variables = _random_variables(models.create(name, **kw), x)
   expected = jax.jit(models.create(name, **kw).apply)(variables, x)
