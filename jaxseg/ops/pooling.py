@@ -90,14 +90,28 @@ def _block_max_bwd(window, res, g):
 _block_max.defvjp(_block_max_fwd, _block_max_bwd)
 
 
-def max_pool(x, window, *, stride=None, padding="VALID"):
+POOL_IMPLS = ("xla", "pallas")
+
+
+def max_pool(x, window, *, stride=None, padding="VALID", impl="xla"):
   """Max pooling (Keras MaxPool1D/2D/3D): windows, strides, SAME / VALID / (lo, hi) pads.
 
-  Padding counts as -inf. stride defaults to window. When window == stride,
-  a reshape + max with a hand-written VJP is used (fast on CPU); otherwise
-  `lax.reduce_window`. Both give lax's gradient (the first maximum of a
-  window gets the cotangent).
+  Padding counts as -inf. stride defaults to window. With impl="xla", when
+  window == stride a reshape + max with a hand-written VJP is used (fast on
+  CPU); otherwise `lax.reduce_window`. impl="pallas" (2-D only) runs
+  `kernels.pool.max_pool_pallas`. All give lax's gradient (the first maximum
+  of a window gets the cotangent).
   """
+  if impl not in POOL_IMPLS:
+    raise ConfigError(f"unknown pooling impl {impl!r}; choose from {', '.join(POOL_IMPLS)}")
+  if impl == "pallas":
+    try:
+      from kernels.pool import max_pool_pallas
+    except ImportError as e:  # pragma: no cover - kernels ship with the package
+      raise ConfigError(f"impl='pallas' needs the kernels package: {e}") from e
+    if x.ndim != 4:
+      raise ConfigError(f"impl='pallas' max pooling is 2-D only, got input rank {x.ndim}")
+    return max_pool_pallas(x, window, stride=stride, padding=padding)
   window, stride, pads, out = _pool_geometry(x.shape, window, stride, padding)
   if window == stride:
     return _block_max(_pad_crop_to_blocks(x, pads, out, window, -jnp.inf), window)

@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized
 
 from jaxseg import reference
@@ -118,3 +119,17 @@ class ShapeErrorTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "power of two"):
       fused_ce_dice(jnp.zeros((2, 4, 4, 2)), jnp.zeros((2, 4, 4), jnp.int32),
                     block_sizes=LossBlockSizes(48))
+
+
+def test_ops_max_pool_dispatches_to_pallas():
+  """`jaxseg.ops.max_pool(impl="pallas")` runs the kernel: same values and gradient as the xla impl."""
+  from jaxseg import ops
+  from jaxseg.errors import ConfigError
+  x = jax.random.normal(jax.random.PRNGKey(3), (1, 6, 6, 4))
+  g = jax.random.normal(jax.random.PRNGKey(4), (1, 3, 3, 4))
+  y_x, vjp_x = jax.vjp(lambda a: ops.max_pool(a, (2, 2), padding="SAME"), x)
+  y_p, vjp_p = jax.vjp(lambda a: ops.max_pool(a, (2, 2), padding="SAME", impl="pallas"), x)
+  np.testing.assert_allclose(np.asarray(y_p), np.asarray(y_x), atol=0, rtol=0)
+  np.testing.assert_allclose(np.asarray(vjp_p(g)[0]), np.asarray(vjp_x(g)[0]), atol=1e-6, rtol=0)
+  with pytest.raises(ConfigError):
+    ops.max_pool(x, (2, 2), impl="nope")
