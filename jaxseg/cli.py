@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"jaxseg {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:
+    if e.filename is None:
+      raise
+    # A path the system refuses (cannot create --workdir, permission denied,
+    # disk full): the user's to fix, so one line naming the path.
+    print(f"jaxseg {args.command}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+    return 2
   except KeyboardInterrupt:
     print(f"jaxseg {args.command}: interrupted", file=sys.stderr)
     return 130

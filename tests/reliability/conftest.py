@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 from jaxseg import cli
-from reliability_helpers import RESUME_PROBE, RUN_ARGV, tree_hash
+from reliability_helpers import RESUME_PROBE, RUN_ARGV, WORKDIR_PROBE, tree_hash
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +42,7 @@ def trained_run(shared_dir):
           status = cli.main(["train", *RUN_ARGV, "--workdir", str(workdir)])
         assert status == 0
         _resume_with_another_models_checkpoint(workdir, shared_dir)
+        _workdir_that_cannot_be_created(shared_dir)
         done.touch()
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
@@ -55,6 +56,28 @@ def unchanged(trained_run):
   assert before
   yield trained_run
   assert tree_hash(trained_run) == before
+
+
+def _main(argv):
+  """cli.main with stdout dropped -> (status, stderr)."""
+  err = io.StringIO()
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+    try:
+      status = cli.main([str(a) for a in argv])
+    except SystemExit as e:
+      status = e.code
+  return status, err.getvalue()
+
+
+def _workdir_that_cannot_be_created(shared_dir):
+  """`jaxseg train --workdir` under /dev/null (a file) and under /proc: the run
+  gets as far as creating the workdir (after building the model), so it runs
+  here in the warm process too. test_workdir_that_cannot_be_created checks."""
+  records = {}
+  for where in ("/dev/null/w", "/proc/jaxseg-nope/w"):
+    status, err = _main(["train", *RUN_ARGV, "--workdir", where])
+    records[where] = {"status": status, "stderr": err}
+  (shared_dir / WORKDIR_PROBE).write_text(json.dumps(records))
 
 
 def _resume_with_another_models_checkpoint(workdir, shared_dir):
@@ -76,12 +99,7 @@ def _resume_with_another_models_checkpoint(workdir, shared_dir):
     m["config"]["model"] = "fcn"
     meta.write_text(json.dumps(m))
   before = tree_hash(copy)
-  err = io.StringIO()
-  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-    try:
-      status = cli.main(["train", "--workdir", str(copy), "--resume", "--epochs", "2", "--quiet"])
-    except SystemExit as e:
-      status = e.code
+  status, err = _main(["train", "--workdir", copy, "--resume", "--epochs", "2", "--quiet"])
   record = {"metas": [str(m.relative_to(copy)) for m in metas], "models_before": models,
-            "status": status, "stderr": err.getvalue(), "unchanged": tree_hash(copy) == before}
+            "status": status, "stderr": err, "unchanged": tree_hash(copy) == before}
   (shared_dir / RESUME_PROBE).write_text(json.dumps(record))

@@ -16,6 +16,7 @@ RUN_ARGV = ["--model", RUN_MODEL, "--data", "synthetic:8,4,32", "--epochs", "1",
             "--batch-size", "4", "--quiet"]
 # Record of the --resume probe the session fixture runs (see conftest.py).
 RESUME_PROBE = "resume-other-model.json"
+WORKDIR_PROBE = "workdir-cannot-be-created.json"
 
 
 def run_cli(capsys, *argv):

@@ -219,3 +219,4 @@ def test_workdir_is_a_file(tmp_path, capsys):
                            "--batch-size", "4", "--workdir", tmp_path / "f")
   assert_one_line_error(status, err, "--workdir", "not a directory")
   assert (tmp_path / "f").read_text() == "x"
+

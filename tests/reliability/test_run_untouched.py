@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from reliability_helpers import RESUME_PROBE, RUN_ARGV, RUN_MODEL, assert_one_line_error, folder, phantom, run_cli, write
+from reliability_helpers import RESUME_PROBE, RUN_ARGV, RUN_MODEL, WORKDIR_PROBE, assert_one_line_error, folder, phantom, run_cli, write
 
 
 @pytest.mark.parametrize("argv, needles", [
@@ -131,3 +131,40 @@ def test_train_into_a_finished_workdir_without_resume(unchanged, capsys, argv):
   assert_one_line_error(status, err, "--workdir", "not empty", "--resume")
 
 
+
+
+@pytest.mark.parametrize("where", ["/dev/null/w", "/proc/jaxseg-nope/w"])
+def test_workdir_that_cannot_be_created(trained_run, shared_dir, where):
+  """Recorded by the session fixture in the process that trained (see conftest.py)."""
+  record = json.loads((shared_dir / WORKDIR_PROBE).read_text())[where]
+  assert_one_line_error(record["status"], record["stderr"], "jaxseg train: error: ",
+                        where.rsplit("/", 1)[0])
+
+
+@pytest.mark.xfail(strict=True, reason="jaxseg/commands/evaluate.py checks channels but not the dense "
+                   "model's fixed H x W (flax ScopeParamShapeError traceback); predict has the check")
+def test_evaluate_dense_run_on_another_image_size(unchanged, capsys):
+  assert RUN_MODEL == "dense"
+  status, _, err = run_cli(capsys, "evaluate", "--workdir", unchanged, "--data", "synthetic:4,4,64")
+  assert_one_line_error(status, err, "--data", "64x64")
+
+
+@pytest.mark.xfail(strict=True, reason="jaxseg/train/loop.py restore_run lets orbax/json errors of a "
+                   "damaged checkpoint through as tracebacks (ValueError, JSONDecodeError)")
+@pytest.mark.parametrize("damage", ["truncated-arrays", "garbage-metadata", "missing-manifest"])
+def test_evaluate_damaged_checkpoint(unchanged, tmp_path, capsys, damage):
+  import shutil
+  copy = tmp_path / "copy"
+  shutil.copytree(unchanged, copy)
+  for step in (copy / "checkpoints" / "1", copy / "best" / "1"):
+    if damage == "truncated-arrays":
+      files = [p for p in (step / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+      assert files
+      for p in files:
+        p.write_bytes(p.read_bytes()[:50])
+    elif damage == "garbage-metadata":
+      (step / "meta" / "metadata").write_text("garbage")
+    else:
+      (step / "state" / "manifest.ocdbt").unlink()
+  status, _, err = run_cli(capsys, "evaluate", "--workdir", copy)
+  assert_one_line_error(status, err, copy)
