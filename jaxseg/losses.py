@@ -223,6 +223,31 @@ def dice_ce_loss(
           + dice_loss(logits, labels, smooth=smooth))
 
 
+def fused_losses(logits, labels, *, smooth=1.0):
+  """(ce, dice) from one pass of the Pallas kernel `kernels.fused_loss.fused_ce_dice`.
+
+  The same values as :func:`softmax_cross_entropy` (unweighted) and
+  :func:`dice_loss`, with their gradients, but the logits are read once: the
+  kernel yields the mean CE and the per-class Dice sums (intersection,
+  prediction, label) of the whole batch.
+  """
+  from kernels.fused_loss import fused_ce_dice  # the kernels ship with jaxseg
+  logits, labels = _as_float(logits), jnp.asarray(labels)
+  _check_shapes(logits, labels, "fused_losses")
+  ce, inter, pred, label = fused_ce_dice(logits, labels)
+  fg = slice(1, None)  # C == 1 comes back as the two classes [background, foreground]
+  dice = jnp.mean(1.0 - (2.0 * inter[fg] + smooth) / (pred[fg] + label[fg] + smooth))
+  return ce, dice
+
+
+def _fused(name):
+  def loss(logits, labels, *, smooth=1.0):
+    ce, dice = fused_losses(logits, labels, smooth=smooth)
+    return {"ce": ce, "dice": dice, "ce+dice": ce + dice}[name]
+  loss.__doc__ = f"{name!r} computed by the fused Pallas loss kernel."
+  return loss
+
+
 _BY_NAME = {
     "ce": softmax_cross_entropy,
     "wce": weighted_cross_entropy,
@@ -231,20 +256,32 @@ _BY_NAME = {
 }
 
 
-def get(name: str, **kwargs) -> LossFn:
+LOSS_IMPLS = ("xla", "pallas")
+
+
+def get(name: str, *, impl: str = "xla", **kwargs) -> LossFn:
   """Returns the loss ``fn(logits, labels) -> scalar`` called ``name``.
 
   Names are those of :data:`LOSSES` (the ``--loss`` flag). Keyword arguments
   are bound to the loss (e.g. ``get("wce", beta=5.0)``,
   ``get("ce", class_weights=w)``); ``"wce"`` uses
-  ``beta=DEFAULT_WCE_BETA`` (10) unless given.
+  ``beta=DEFAULT_WCE_BETA`` (10) unless given. ``impl="pallas"`` computes
+  ``"ce"``, ``"dice"`` and ``"ce+dice"`` with the fused Pallas kernel
+  (:func:`fused_losses`; no class weights).
 
   Raises:
     ConfigError: unknown name or keyword, or ``beta <= 0``.
   """
   if name not in _BY_NAME:
     raise ConfigError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
-  fn = _BY_NAME[name]
+  if impl not in LOSS_IMPLS:
+    raise ConfigError(f"unknown loss impl {impl!r}; choose from {', '.join(LOSS_IMPLS)}")
+  if impl == "pallas":
+    if name == "wce":
+      raise ConfigError("loss 'wce' has no fused Pallas kernel; use ce, dice or ce+dice")
+    fn = _fused(name)
+  else:
+    fn = _BY_NAME[name]
   allowed = [p.name for p in inspect.signature(fn).parameters.values()
              if p.kind is inspect.Parameter.KEYWORD_ONLY]
   unknown = sorted(set(kwargs) - set(allowed))

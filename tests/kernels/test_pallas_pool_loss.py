@@ -133,3 +133,16 @@ def test_ops_max_pool_dispatches_to_pallas():
   np.testing.assert_allclose(np.asarray(vjp_p(g)[0]), np.asarray(vjp_x(g)[0]), atol=1e-6, rtol=0)
   with pytest.raises(ConfigError):
     ops.max_pool(x, (2, 2), impl="nope")
+
+
+@pytest.mark.parametrize("c", [1, 2, 3])
+def test_losses_get_pallas_equals_xla(c):
+  """losses.get(name, impl="pallas") gives the xla losses' values and gradients."""
+  from jaxseg import losses
+  logits = 3.0 * jax.random.normal(jax.random.PRNGKey(c), (2, 5, 7, c))
+  labels = jax.random.randint(jax.random.PRNGKey(10 + c), (2, 5, 7), 0, max(c, 2))
+  for name in ("ce", "dice", "ce+dice"):
+    want, g_want = jax.value_and_grad(losses.get(name))(logits, labels)
+    got, g_got = jax.value_and_grad(losses.get(name, impl="pallas"))(logits, labels)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), rtol=1e-4, atol=1e-6, err_msg=name)
