@@ -204,7 +204,7 @@ SMALL = {
 # minutes to compile and the FCN is checked on im2col (+ col2im) instead.
 @pytest.mark.parametrize("name,impl", [
     ("cnn3", "im2col"), ("cnn3", "direct"), ("dense", "direct"), ("fcn", "im2col"),
-    ("unet", "direct"), ("unet_small", "direct"), ("unet3d", "im2col"),
+    ("unet", "direct"), ("unet_small", "im2col"), ("unet3d", "im2col"),
 ])
 def test_conv_impls_agree_with_lax(name, impl):
   # unet covers unpadded convs and cropped skips; unet_small SAME padding, ELU and dropout layers.
