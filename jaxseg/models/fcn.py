@@ -42,9 +42,9 @@ class FCN(nn.Module):
     conv = lambda f, k, s, name: layers.Conv(f, (k, k), strides=s, padding="SAME",
                                              conv_impl=self.conv_impl, name=name)
     x = nn.relu(conv(100, 5, 2, "Conv1")(x))
-    x = layers.MaxPool(2, 2, "SAME", name="max_pooling2d")(x)
+    x = layers.MaxPool(2, 2, "SAME", conv_impl=self.conv_impl, name="max_pooling2d")(x)
     x = nn.relu(conv(200, 5, 2, "conv2d")(x))
-    x = layers.MaxPool(2, 2, "SAME", name="max_pooling2d_1")(x)
+    x = layers.MaxPool(2, 2, "SAME", conv_impl=self.conv_impl, name="max_pooling2d_1")(x)
     n = 1
     for _ in range(2 + self.extra_convs):
       x = nn.relu(conv(300, 3, 1, f"conv2d_{n}")(x))

@@ -116,12 +116,14 @@ class MaxPool(nn.Module):
   window: int | Sequence[int] = 2
   strides: int | Sequence[int] | None = None
   padding: Any = "VALID"
+  conv_impl: str = "lax"  # "pallas" pools with the Pallas kernel too (2-D)
 
   @nn.compact
   def __call__(self, x):
     nd = x.ndim - 2
     stride = None if self.strides is None else _tuple(self.strides, nd)
-    return ops.max_pool(x, _tuple(self.window, nd), stride=stride, padding=self.padding)
+    impl = "pallas" if self.conv_impl == "pallas" and nd == 2 else "xla"
+    return ops.max_pool(x, _tuple(self.window, nd), stride=stride, padding=self.padding, impl=impl)
 
 
 class Flatten(nn.Module):

@@ -82,7 +82,7 @@ class UNet(nn.Module):
     for level in range(self.depth):
       x = block(x, self.base * 2 ** level, rates[level], f"down{level}")
       skips.append(x)
-      x = layers.MaxPool(2, name=f"down{level}_pool")(x)
+      x = layers.MaxPool(2, conv_impl=self.conv_impl, name=f"down{level}_pool")(x)
     x = block(x, self.base * 2 ** self.depth, rates[self.depth], "bottom")
     for level in reversed(range(self.depth)):
       features = self.base * 2 ** level
