@@ -84,6 +84,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   primary = jax.process_index() == 0
   quiet = quiet or not primary
   devices = config.devices or (jax.device_count() if jax.process_count() > 1 else 1)
+  if devices > jax.device_count():
+    raise ConfigError(f"--devices: {devices} requested but only {jax.device_count()} available")
   if config.batch_size % devices:
     raise ConfigError(f"--batch-size: {config.batch_size} is not divisible by {devices} devices")
 
