@@ -65,6 +65,9 @@ def _read_all_bytes(path: Path) -> bytes:
   return path.read_bytes()
 
 
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 / float64
+
+
 def _check_nifti(path: Path) -> None:
   """Raise DataError if a NIfTI file holds fewer bytes than its header says."""
   data = _read_all_bytes(path)
@@ -78,12 +81,12 @@ def _check_nifti(path: Path) -> None:
     raise DataError(f"{path}: not a NIfTI file (bad header size)")
   if hdr_size == 348:
     dims = struct.unpack(endian + "8h", data[40:56])
-    (bitpix,) = struct.unpack(endian + "h", data[72:74])
+    (datatype, bitpix) = struct.unpack(endian + "hh", data[70:74])
     (offset,) = struct.unpack(endian + "f", data[108:112])
   else:
     if len(data) < 540:
       raise DataError(f"{path}: truncated NIfTI-2 header")
-    (bitpix,) = struct.unpack(endian + "h", data[14:16])
+    (datatype, bitpix) = struct.unpack(endian + "hh", data[12:16])
     dims = struct.unpack(endian + "8q", data[16:80])
     (offset,) = struct.unpack(endian + "q", data[168:176])
   ndim = dims[0]
@@ -94,6 +97,13 @@ def _check_nifti(path: Path) -> None:
   needed = int(max(offset, hdr_size)) + int(np.prod(dims[1:ndim + 1])) * max(bitpix, 8) // 8
   if len(data) < needed:
     raise DataError(f"{path}: truncated NIfTI file ({len(data)} of {needed} bytes)")
+  # ITK's NIfTI reader turns NaN into 0 without a word, so look at float voxels here.
+  if datatype in _NIFTI_FLOATS:
+    start = int(max(offset, hdr_size))
+    voxels = np.frombuffer(data, endian + _NIFTI_FLOATS[datatype], int(np.prod(dims[1:ndim + 1])), start)
+    bad = int(voxels.size - np.isfinite(voxels).sum())
+    if bad:
+      raise DataError(f"{path}: image has {bad} NaN or infinite values")
 
 
 def check_readable(path: str | os.PathLike) -> Path:
