@@ -20,7 +20,7 @@ def add_arguments(parser):
 
 def run(args):
   from jaxseg import data as data_lib
-  from jaxseg import losses
+  from jaxseg import losses, models
   from jaxseg.errors import ConfigError
   from jaxseg.train import evaluate, loop
   config, model, params, meta = loop.restore_run(args.workdir, args.checkpoint)
@@ -35,6 +35,7 @@ def run(args):
     ds = val if val is not None else everything
   if ds.images.shape[-1] != meta["in_channels"]:
     raise ConfigError(f"--data: {ds.images.shape[-1]} image channels, the model takes {meta['in_channels']}")
+  ds = ds.padded_to(models.size_multiple(config.model))  # as in training
   result = evaluate(model, params, ds, batch_size=batch_size, loss_fn=losses.get(config.loss))
   result = {"model": config.model, "epoch": int(meta["epoch"]), "checkpoint": args.checkpoint,
             "data": args.data or config.data, **result}

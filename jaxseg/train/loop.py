@@ -78,7 +78,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   import jax
   import jax.numpy as jnp
   from jaxseg import data as data_lib
-  from jaxseg import losses
+  from jaxseg import losses, models
   from jaxseg.train import checkpoint, logging as logs, state as state_lib, step as step_lib
 
   primary = jax.process_index() == 0
@@ -89,9 +89,16 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   if config.batch_size % devices:
     raise ConfigError(f"--batch-size: {config.batch_size} is not divisible by {devices} devices")
 
-  loss_fn = losses.get(config.loss)
+  # On the Pallas kernels the loss is the fused CE/Dice kernel too (no class weights, no wce).
+  fused = config.conv_impl == "pallas" and config.loss != "wce"
+  loss_fn = losses.get(config.loss, impl="pallas" if fused else "xla")
   train_ds, val_ds = data_lib.train_val(config.data, config.val_data, num_classes=config.num_classes,
                                         val_fraction=config.val_fraction, seed=config.seed)
+  # Sizes the model cannot take are zero-padded (labels: background) at the bottom/right.
+  multiple = models.size_multiple(config.model)
+  if multiple > 1:
+    train_ds = train_ds.padded_to(multiple)
+    val_ds = val_ds.padded_to(multiple) if val_ds is not None else None
   steps_per_epoch = data_lib.num_batches(train_ds, config.batch_size, drop_remainder=True)
   if steps_per_epoch == 0:
     raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "

@@ -21,6 +21,16 @@ from jaxseg.train.state import TrainState
 AXIS = "data"
 
 
+def center_crop_labels(logits, labels):
+  """Labels cut to the logits' spatial size, centred (the valid-padding U-Net's
+  output is smaller than its input: 572 -> 388); unchanged when sizes match."""
+  out, full = logits.shape[1:-1], labels.shape[1:]
+  if out == full:
+    return labels
+  starts = [(f - o) // 2 for f, o in zip(full, out)]
+  return labels[(slice(None),) + tuple(slice(s, s + o) for s, o in zip(starts, out))]
+
+
 def _step_fn(model, loss_fn, tx, axis_name=None):
   """(state, images, labels, rng) -> (state, metrics); pure, not yet jitted."""
   from jaxseg import metrics as metrics_lib
@@ -32,9 +42,10 @@ def _step_fn(model, loss_fn, tx, axis_name=None):
 
     def loss_of(params):
       logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
-      return loss_fn(logits, labels), logits
+      return loss_fn(logits, center_crop_labels(logits, labels)), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    labels = center_crop_labels(logits, labels)
     metrics = {"loss": loss, "accuracy": metrics_lib.pixel_accuracy(logits, labels),
                "dice": metrics_lib.dice_coef(logits, labels)}
     if axis_name is not None:
@@ -146,6 +157,7 @@ def make_eval_step(model, loss_fn):
   @jax.jit
   def eval_step(params, images, labels):
     logits = model.apply({"params": params}, images, train=False)
+    labels = center_crop_labels(logits, labels)
     n = images.shape[0]
     return {"loss": loss_fn(logits, labels) * n,
             "accuracy": metrics_lib.pixel_accuracy(logits, labels) * n,
