@@ -13,6 +13,13 @@ the proposal for that package can be measured before it is applied:
   31x31/16 upscore's work by 16*16 in zeros;
 - pool_reduce_window: max-pool as plain lax.reduce_window (the old way);
 - plain_step: the bench's bare step (no accuracy/Dice metrics in the step);
+- no_dropout: dropout layers removed (what dropout's random masks cost);
+- dropout_u8: dropout masks from 8-bit random numbers instead of 32-bit floats;
+- transpose_col2im_no_overlap: transposed convs as col2im (for 2x2/2 that is one GEMM
+  and a reshape) instead of lax;
+- proposed: dropout_u8 + transpose_col2im_no_overlap;
+- rbg_dropout: JAX's "unsafe_rbg" PRNG instead of threefry while tracing (the
+  dropout masks come from XLA's RngBitGenerator);
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
   overlap-add) instead of XLA's conv over the zero-dilated cotangent.
 
@@ -39,6 +46,12 @@ def _patched(obj, name, value):
     setattr(obj, name, old)
 
 
+def _col2im_when_no_overlap(conv_impl):
+  # ConvTranspose calls transpose_impl(conv_impl) at trace time; it does not pass the
+  # kernel, so this maps every lax transposed conv to col2im (unet_small's are all 2x2/2).
+  return {"im2col": "col2im", "lax": "col2im"}.get(conv_impl, conv_impl)
+
+
 def variant(name):
   """(context manager for tracing, step_kind)."""
   from jaxseg.models import layers
@@ -57,6 +70,53 @@ def variant(name):
       stride = window if stride is None else stride
       return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *stride, 1), padding)
     return _patched(ops, "max_pool", max_pool), "product"
+  if name == "no_dropout":
+    import flax.linen as nn
+
+    class NoDropout(nn.Module):
+      rate: float
+
+      @nn.compact
+      def __call__(self, x, train: bool = False):
+        return x
+    return _patched(layers, "Dropout", NoDropout), "product"
+  if name in ("dropout_u8", "proposed"):
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    class DropoutU8(nn.Module):
+      """Dropout from 8 random bits per element (threefry makes 32 at a time: 4x fewer words)."""
+      rate: float
+
+      @nn.compact
+      def __call__(self, x, train: bool = False):
+        if not train or self.rate == 0.0:
+          return x
+        bits = jax.random.bits(self.make_rng("dropout"), x.shape, jnp.uint8)
+        # keep with probability 1 - rate, to 1/256
+        keep = bits >= jnp.uint8(round(self.rate * 256))
+        scale = 256 / (256 - round(self.rate * 256))
+        return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
+    if name == "dropout_u8":
+      return _patched(layers, "Dropout", DropoutU8), "product"
+    stack = contextlib.ExitStack()
+    stack.enter_context(_patched(layers, "Dropout", DropoutU8))
+    stack.enter_context(_patched(layers, "transpose_impl", _col2im_when_no_overlap))
+    return stack, "product"
+  if name == "transpose_col2im_no_overlap":
+    return _patched(layers, "transpose_impl", _col2im_when_no_overlap), "product"
+  if name == "rbg_dropout":
+    import jax
+
+    class _Cfg:
+      def __enter__(self):
+        self.old = jax.config.jax_default_prng_impl
+        jax.config.update("jax_default_prng_impl", "unsafe_rbg")
+
+      def __exit__(self, *exc):
+        jax.config.update("jax_default_prng_impl", self.old)
+    return _Cfg(), "product"
   if name == "strided_dx_col2im":
     import os
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
