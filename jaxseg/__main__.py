@@ -1,3 +1,3 @@
-from jaxseg.cli import main
+from jaxseg.cli import console_main
 
-raise SystemExit(main())
+raise SystemExit(console_main())

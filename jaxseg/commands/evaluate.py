@@ -35,6 +35,10 @@ def run(args):
     ds = val if val is not None else everything
   if ds.images.shape[-1] != meta["in_channels"]:
     raise ConfigError(f"--data: {ds.images.shape[-1]} image channels, the model takes {meta['in_channels']}")
+  fixed = tuple(meta["image_shape"][:2])
+  if config.model == "dense" and tuple(ds.images.shape[1:3]) != fixed:
+    raise ConfigError(f"--data: the dense model takes only {fixed[0]}x{fixed[1]} images, "
+                      f"got {ds.images.shape[1]}x{ds.images.shape[2]}")
   ds = ds.padded_to(models.size_multiple(config.model))  # as in training
   result = evaluate(model, params, ds, batch_size=batch_size, loss_fn=losses.get(config.loss))
   result = {"model": config.model, "epoch": int(meta["epoch"]), "checkpoint": args.checkpoint,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import time
 
 import numpy as np
 
-from jaxseg.errors import ConfigError, DivergenceError
+from jaxseg.errors import ConfigError, DivergenceError, UserError
 from jaxseg.train.config import TrainConfig, save_json
 
 # What a run writes into its workdir (removed by overwrite=True).
@@ -124,9 +125,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   best = (-math.inf, 0)
   start_epoch = 0
   if resume and ckpts.latest_epoch() is not None:
-    meta = ckpts.read_meta()
-    config.check_resumable(TrainConfig.from_dict(meta["config"]), workdir)
-    host_state, meta = ckpts.restore(host_state)
+    with _damaged_checkpoint_is_user_error(workdir, "latest"):
+      meta = ckpts.read_meta()
+      config.check_resumable(TrainConfig.from_dict(meta["config"]), workdir)
+      host_state, meta = ckpts.restore(host_state)
     start_epoch, history = int(meta["epoch"]), list(meta["history"])
     best = (float(meta["best_val_dice"]), int(meta["best_epoch"]))
     _log(f"resuming {workdir} after epoch {start_epoch}", quiet)
@@ -206,6 +208,19 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
           "workdir": workdir}
 
 
+@contextlib.contextmanager
+def _damaged_checkpoint_is_user_error(workdir: str, which: str):
+  """A checkpoint that cannot be read is the user's file problem: one line, exit 2."""
+  try:
+    yield
+  except UserError:
+    raise
+  except (ValueError, OSError, KeyError, TypeError) as e:
+    first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+    raise ConfigError(f"--workdir: the {which} checkpoint in {workdir} is damaged or unreadable "
+                      f"({first})") from None
+
+
 def _diverged_msg(value, step, epoch, workdir, ckpts, what="loss") -> str:
   last = ckpts.latest_epoch()
   where = (f"the last good checkpoint (epoch {last}) is in {os.path.join(workdir, 'checkpoints')}"
@@ -252,15 +267,16 @@ def restore_run(workdir: str, which: str = "latest"):
       which = "latest"
     if ckpts.latest_epoch(which) is None:
       raise ConfigError(f"--workdir: {workdir} holds no finished checkpoint")
-    meta = ckpts.read_meta(which)
-    config = TrainConfig.from_dict(meta["config"])
-    model = state_lib.make_model(config, int(meta["in_channels"]))
-    tx = state_lib.make_optimizer(config)
-    sample = jnp.zeros((1, *meta["image_shape"]), jnp.float32)
-    target = jax.device_get(jax.eval_shape(lambda: state_lib.create_train_state(
-        model, tx, jax.random.PRNGKey(0), sample)))
-    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
-    state, meta = ckpts.restore(target, which)
+    with _damaged_checkpoint_is_user_error(workdir, which):
+      meta = ckpts.read_meta(which)
+      config = TrainConfig.from_dict(meta["config"])
+      model = state_lib.make_model(config, int(meta["in_channels"]))
+      tx = state_lib.make_optimizer(config)
+      sample = jnp.zeros((1, *meta["image_shape"]), jnp.float32)
+      target = jax.device_get(jax.eval_shape(lambda: state_lib.create_train_state(
+          model, tx, jax.random.PRNGKey(0), sample)))
+      target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
+      state, meta = ckpts.restore(target, which)
   finally:
     ckpts.close()
   return config, model, state.params, meta
