@@ -92,7 +92,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
 
   # On the Pallas kernels the loss is the fused CE/Dice kernel too (no class weights, no wce).
   fused = config.conv_impl == "pallas" and config.loss != "wce"
-  loss_fn = losses.get(config.loss, impl="pallas" if fused else "xla")
+  loss_fn = losses.get(config.loss, impl="pallas") if fused else losses.get(config.loss)
   train_ds, val_ds = data_lib.train_val(config.data, config.val_data, num_classes=config.num_classes,
                                         val_fraction=config.val_fraction, seed=config.seed)
   # Sizes the model cannot take are zero-padded (labels: background) at the bottom/right.
