@@ -40,8 +40,18 @@ def conv_impls() -> tuple[str, ...]:
   return tuple(getattr(ops, "CONV_IMPLS", _FALLBACK_CONV_IMPLS))
 
 
-def transpose_impl(conv_impl: str) -> str:
-  """The `conv_transpose` impl used by a model built with `conv_impl`."""
+def transpose_impl(conv_impl: str, kernel=None, strides=None) -> str:
+  """The `conv_transpose` impl used by a model built with `conv_impl`.
+
+  With "lax", a transposed conv whose kernel does not exceed its stride (the
+  U-Nets' 2x2/2 up-convs: windows that do not overlap) runs as col2im, one
+  GEMM and a reshape: XLA:CPU's lhs-dilated conv for it made unet_small's
+  train step 2.4x slower (experiments/RESULTS.md). Not for the FCN's 31x31/16,
+  where col2im gained nothing in the whole step.
+  """
+  if (conv_impl == "lax" and kernel is not None and strides is not None
+      and all(k <= s for k, s in zip(kernel, strides))):
+    return "col2im"
   return _TRANSPOSE_IMPL.get(conv_impl, conv_impl)
 
 
@@ -92,8 +102,9 @@ class ConvTranspose(nn.Module):
   def __call__(self, x):
     k = tuple(self.kernel_size)
     kernel = self.param("kernel", self.kernel_init, k + (self.features, x.shape[-1]))
-    y = ops.conv_transpose(x, kernel, stride=_tuple(self.strides, len(k)), padding=self.padding,
-                           impl=transpose_impl(self.conv_impl))
+    strides = _tuple(self.strides, len(k))
+    y = ops.conv_transpose(x, kernel, stride=strides, padding=self.padding,
+                           impl=transpose_impl(self.conv_impl, k, strides))
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
