@@ -229,8 +229,13 @@ def test_lax_models_run_non_overlapping_up_convs_as_col2im():
   x = jax.random.normal(jax.random.key(1), (2, 4, 4, 8))
   w = jax.random.normal(jax.random.key(2), (2, 2, 3, 8))
   g = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
-  outs = {}
-  for impl in ("lax", "col2im"):
-    y, vjp = jax.vjp(lambda a, b: ops.conv_transpose(a, b, stride=2, impl=impl), x, w)
-    outs[impl] = (y, *vjp(g))
+  @jax.jit
+  def value_and_vjps(x, w, g):
+    outs = {}
+    for impl in ("lax", "col2im"):
+      y, vjp = jax.vjp(lambda a, b: ops.conv_transpose(a, b, stride=2, impl=impl), x, w)
+      outs[impl] = (y, *vjp(g))
+    return outs
+
+  outs = value_and_vjps(x, w, g)
   chex.assert_trees_all_close(outs["col2im"], outs["lax"], atol=1e-5, rtol=1e-5)
