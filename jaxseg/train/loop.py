@@ -142,8 +142,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   sample = _sample_index(val_ds)
   local = stepper.local_slice(config.batch_size)
   state = stepper.put_state(host_state)
-  import optax
-  schedule = optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
+  schedule = state_lib.make_schedule(config)
   if show_progress is None:
     show_progress = not quiet and sys.stderr.isatty()
   meta_base = {"image_shape": list(train_ds.images.shape[1:]), "in_channels": in_channels,

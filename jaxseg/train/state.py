@@ -20,13 +20,18 @@ class TrainState:
   opt_state: Any
 
 
+def make_schedule(config) -> optax.Schedule:
+  """The lab's learning rate: lr * decay_rate ** (step / decay_steps)."""
+  return optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
   """optax Adam or SGD with the lab's exponential decay of the learning rate.
 
   lr(step) = lr * decay_rate ** (step / decay_steps)  (continuous, as in
   `tf.train.exponential_decay` without staircase); decay_rate 1.0 is no decay.
   """
-  schedule = optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
+  schedule = make_schedule(config)
   if config.optimizer == "adam":
     return optax.adam(schedule)
   if config.optimizer == "sgd":
