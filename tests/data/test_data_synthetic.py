@@ -37,9 +37,15 @@ def test_default_spec_is_the_lab_split():
   assert data.parse_spec("synthetic") == ("synthetic", (234, 26, 256))
 
 
-def test_class_balance_matches_the_lab():
+@pytest.fixture(scope="module")
+def lab60():
+  """60 training images at full size, shared by the statistics tests."""
+  return synthetic.generate(60, size=256, seed=0)
+
+
+def test_class_balance_matches_the_lab(lab60):
   # 60 images at full size: the LV is ~1.3% of pixels, like Sunnybrook in the lab.
-  images, labels = synthetic.generate(60, size=256, seed=0)
+  images, labels = lab60
   per_image = labels.mean(axis=(1, 2))
   assert 0.01 <= per_image.mean() <= 0.03, per_image.mean()
   assert per_image.min() >= 0.003 and per_image.max() <= 0.04, (per_image.min(), per_image.max())
@@ -47,6 +53,19 @@ def test_class_balance_matches_the_lab():
   assert 0.985 <= all_background_accuracy <= 0.99, all_background_accuracy
   assert set(np.unique(labels)) == {0, 1}
   assert 0 <= images.min() and np.percentile(images, 99.9) < 1600
+
+
+def test_lv_position_varies_so_an_average_position_guess_fails(lab60):
+  # The lab's Task 1 net can at best learn a per-pixel majority vote; on real
+  # short-axis MRI that is all background (Dice ~ 0) because the LV moves
+  # between scans. Centroids from the labels: spread of tens of pixels, and
+  # no pixel is LV in even half of the images (the old phantom: 0.78).
+  _, labels = lab60
+  centres = np.array([np.argwhere(lab).mean(axis=0) for lab in labels])  # (y, x)
+  spread, std = np.ptp(centres, axis=0), centres.std(axis=0)
+  assert spread[0] >= 45 and spread[1] >= 60, spread
+  assert std[0] >= 10 and std[1] >= 13, std
+  assert labels.mean(axis=0).max() < 0.45, labels.mean(axis=0).max()
 
 
 @pytest.mark.parametrize("index", range(6))
