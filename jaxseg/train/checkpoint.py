@@ -14,11 +14,67 @@ config, metric history, rng, input shape).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import time
 
 import orbax.checkpoint as ocp
 
 from jaxseg.errors import ConfigError
+
+# How long a failed restore waits for its other, still running reads.
+_DRAIN_SECONDS = 60.0
+
+
+class _DrainingEventLoop(asyncio.SelectorEventLoop):
+  """An event loop that lets its unfinished tasks finish before it closes.
+
+  orbax runs each restore in a fresh loop and closes it as soon as the
+  restore coroutine returns or raises (`asyncio_utils.run_sync`, without
+  `asyncio.run`'s teardown). When one array read fails, the reads of the
+  other arrays are still pending on TensorStore futures; each completes a
+  few ms later in a TensorStore thread and calls `loop.call_soon_threadsafe`
+  on the closed loop, which prints an "Event loop is closed" traceback (via
+  sys.unraisablehook) beside our one-line error. Here they finish first.
+  Waiting rather than cancelling: a TensorStore future whose result is
+  ready but not yet handed to Python ignores `cancel()` and still calls
+  back later, from its own thread.
+  """
+
+  def close(self):
+    if not self.is_running() and not self.is_closed():
+      deadline = time.monotonic() + _DRAIN_SECONDS
+      while pending := asyncio.all_tasks(self):
+        left = deadline - time.monotonic()
+        if left <= 0:  # a stuck read: give up on it rather than hang the command
+          for t in pending:
+            t.cancel()
+          self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+          break
+        self.run_until_complete(asyncio.wait(pending, timeout=left))
+      # callbacks already queued, e.g. orbax's gather marking its failed reads'
+      # errors as seen (else "Task exception was never retrieved" at exit)
+      self.run_until_complete(asyncio.sleep(0))
+    super().close()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+
+  def new_event_loop(self):
+    return _DrainingEventLoop()
+
+
+@contextlib.contextmanager
+def _draining_event_loops():
+  """orbax calls made inside get `_DrainingEventLoop`s (it builds them with
+  `asyncio.new_event_loop()`, so the policy is the public hook)."""
+  old = asyncio.get_event_loop_policy()
+  asyncio.set_event_loop_policy(_DrainingPolicy())
+  try:
+    yield
+  finally:
+    asyncio.set_event_loop_policy(old)
 
 
 class Checkpoints:
@@ -62,15 +118,17 @@ class Checkpoints:
     epoch = mngr.latest_step() if epoch is None else epoch
     if epoch is None:
       return None
-    out = mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    with _draining_event_loops():
+      out = mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(out["meta"])
 
   def restore(self, target_state, which: str = "latest", epoch: int | None = None):
     """-> (state like `target_state` (numpy), meta)."""
     mngr = self._manager(which)
     epoch = mngr.latest_step() if epoch is None else epoch
-    out = mngr.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
+    with _draining_event_loops():  # a damaged array leaves the others' reads pending
+      out = mngr.restore(epoch, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
     return out["state"], dict(out["meta"])
 
   def close(self) -> None:
