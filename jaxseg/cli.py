@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from jaxseg.errors import UserError
@@ -81,19 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> int:
-  """The `jaxseg` executable: `main`, and on failure leave without running exit hooks.
-
-  After a failed checkpoint read, orbax's background asyncio tasks print an
-  "Event loop is closed" traceback at interpreter exit; the user has already
-  had the one-line message, so the process ends there (files are closed by
-  then: commands close their checkpoint managers in `finally`).
-  """
-  status = main()
-  if status:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-  return status
+  """The `jaxseg` executable (`python -m jaxseg` too)."""
+  return main()
 
 
 if __name__ == "__main__":
