@@ -20,6 +20,8 @@ the proposal for that package can be measured before it is applied:
 - proposed: dropout_u8 + transpose_col2im_no_overlap;
 - rbg_dropout: JAX's "unsafe_rbg" PRNG instead of threefry while tracing (the
   dropout masks come from XLA's RngBitGenerator);
+- xla_conv_grad: convs of a "lax" model differentiated by XLA itself (the weight
+  gradient as XLA's conv) instead of jaxseg.ops.conv_grad's GEMMs;
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
   overlap-add) instead of XLA's conv over the zero-dilated cotangent.
 
@@ -44,6 +46,16 @@ def _patched(obj, name, value):
     yield
   finally:
     setattr(obj, name, old)
+
+
+@contextlib.contextmanager
+def _patched_item(d, key, value):
+  old = d[key]
+  d[key] = value
+  try:
+    yield
+  finally:
+    d[key] = old
 
 
 def _col2im_when_no_overlap(conv_impl):
@@ -131,6 +143,10 @@ def variant(name):
       return real_conv(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
                        impl=impl)
     return _patched(ops, "conv", conv), "product"
+  if name == "xla_conv_grad":
+    import importlib
+    conv_mod = importlib.import_module("jaxseg.ops.conv")
+    return _patched_item(conv_mod._IMPLS, "lax", conv_mod.conv_lax), "product"
   raise SystemExit(f"unknown variant {name}")
 
 

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg import ops
+from jaxseg.ops import phase
+from jaxseg.ops._common import conv_transpose_geometry
 from jaxseg.errors import ConfigError
 
 Initializer = Callable[..., jax.Array]
@@ -41,17 +43,17 @@ def conv_impls() -> tuple[str, ...]:
 
 
 def transpose_impl(conv_impl: str, kernel=None, strides=None) -> str:
-  """The `conv_transpose` impl used by a model built with `conv_impl`.
+  """The transposed-conv algorithm used by a model built with `conv_impl`.
 
-  With "lax", a transposed conv whose kernel does not exceed its stride (the
-  U-Nets' 2x2/2 up-convs: windows that do not overlap) runs as col2im, one
-  GEMM and a reshape: XLA:CPU's lhs-dilated conv for it made unet_small's
-  train step 2.4x slower (experiments/RESULTS.md). Not for the FCN's 31x31/16,
-  where col2im gained nothing in the whole step.
+  With "lax", a strided transposed conv runs in stride-phase form ("phase",
+  `jaxseg.ops.phase`): one stride-1 XLA conv and a depth-to-space, instead of
+  XLA's conv over the stride-dilated input. Fwd+bwd at batch 8
+  (experiments/bench/RESULTS.md): the FCN's 31x31/16 upscore 25.8 -> 9.1 ms,
+  unet_small's 2x2/2 32->16 up-conv 639 -> 91 ms. Other impls keep their own
+  adjoint (im2col's is col2im).
   """
-  if (conv_impl == "lax" and kernel is not None and strides is not None
-      and all(k <= s for k, s in zip(kernel, strides))):
-    return "col2im"
+  if conv_impl == "lax" and strides is not None and any(s > 1 for s in strides):
+    return "phase"
   return _TRANSPOSE_IMPL.get(conv_impl, conv_impl)
 
 
@@ -103,8 +105,13 @@ class ConvTranspose(nn.Module):
     k = tuple(self.kernel_size)
     kernel = self.param("kernel", self.kernel_init, k + (self.features, x.shape[-1]))
     strides = _tuple(self.strides, len(k))
-    y = ops.conv_transpose(x, kernel, stride=strides, padding=self.padding,
-                           impl=transpose_impl(self.conv_impl, k, strides))
+    impl = transpose_impl(self.conv_impl, k, strides)
+    if impl == "phase":
+      geo = conv_transpose_geometry(x.shape, kernel.shape, stride=strides, padding=self.padding,
+                                    output_padding=None, dilation=1)
+      y = phase.conv_transpose_phase(x, kernel, geo)
+    else:
+      y = ops.conv_transpose(x, kernel, stride=strides, padding=self.padding, impl=impl)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y

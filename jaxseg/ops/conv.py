@@ -85,8 +85,16 @@ def conv_pallas(x, w, geo: ConvGeometry):
   return kernel(x, w, stride=geo.stride, padding=list(geo.pads), dilation=geo.dilation, groups=geo.groups)
 
 
+def conv_lax_tuned(x, w, geo: ConvGeometry):
+  """XLA's convolution, with the GEMM weight gradient of `conv_grad` on the CPU (same values)."""
+  from jaxseg.ops import conv_grad
+  if conv_grad.applies(geo):
+    return conv_grad.conv_lax_gemm_grad(x, w, geo)
+  return conv_lax(x, w, geo)
+
+
 _IMPLS = {"direct": conv_direct, "im2col": conv_im2col, "matrix": conv_matrix_impl,
-          "lax": conv_lax, "pallas": conv_pallas}
+          "lax": conv_lax_tuned, "pallas": conv_pallas}
 
 
 def conv(x, w, *, stride=1, padding="SAME", dilation=1, groups=1, impl="lax"):

@@ -219,23 +219,27 @@ def test_conv_impls_agree_with_lax(name, impl):
   chex.assert_trees_all_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_lax_models_run_non_overlapping_up_convs_as_col2im():
-  assert layers.transpose_impl("lax", (2, 2), (2, 2)) == "col2im"
-  assert layers.transpose_impl("lax", (2, 2, 2), (2, 2, 2)) == "col2im"
-  assert layers.transpose_impl("lax", (31, 31), (16, 16)) == "lax"   # the FCN's overlapping upscore
+def test_lax_models_run_strided_up_convs_in_phase_form():
+  assert layers.transpose_impl("lax", (2, 2), (2, 2)) == "phase"
+  assert layers.transpose_impl("lax", (2, 2, 2), (2, 2, 2)) == "phase"
+  assert layers.transpose_impl("lax", (31, 31), (16, 16)) == "phase"   # the FCN's upscore
+  assert layers.transpose_impl("lax", (3, 3), (1, 1)) == "lax"
   assert layers.transpose_impl("lax") == "lax"
   assert layers.transpose_impl("im2col", (31, 31), (16, 16)) == "col2im"
-  # and the two give the same up-conv (values and gradients) on a U-Net-shaped input
+  # and the layer gives XLA's transposed conv (values and gradients) on a U-Net-shaped input
   x = jax.random.normal(jax.random.key(1), (2, 4, 4, 8))
   w = jax.random.normal(jax.random.key(2), (2, 2, 3, 8))
   g = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
+  layer = layers.ConvTranspose(3, (2, 2), strides=2, use_bias=False)
+
   @jax.jit
   def value_and_vjps(x, w, g):
     outs = {}
-    for impl in ("lax", "col2im"):
-      y, vjp = jax.vjp(lambda a, b: ops.conv_transpose(a, b, stride=2, impl=impl), x, w)
-      outs[impl] = (y, *vjp(g))
+    y, vjp = jax.vjp(lambda a, b: layer.apply({"params": {"kernel": b}}, a), x, w)
+    outs["phase"] = (y, *vjp(g))
+    y, vjp = jax.vjp(lambda a, b: ops.conv_transpose(a, b, stride=2, impl="lax"), x, w)
+    outs["lax"] = (y, *vjp(g))
     return outs
 
   outs = value_and_vjps(x, w, g)
-  chex.assert_trees_all_close(outs["col2im"], outs["lax"], atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close(outs["phase"], outs["lax"], atol=1e-5, rtol=1e-5)
