@@ -88,7 +88,7 @@ def conv_pallas(x, w, geo: ConvGeometry):
 def conv_lax_tuned(x, w, geo: ConvGeometry):
   """XLA's convolution, with the GEMM weight gradient of `conv_grad` on the CPU (same values)."""
   from jaxseg.ops import conv_grad
-  if conv_grad.applies(geo):
+  if conv_grad.applies(geo, x.shape[0]):
     return conv_grad.conv_lax_gemm_grad(x, w, geo)
   return conv_lax(x, w, geo)
 

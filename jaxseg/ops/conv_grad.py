@@ -1,17 +1,20 @@
-"""XLA convolutions with weight gradients as GEMMs, for XLA:CPU.
+"""XLA convolutions with weight gradients as GEMMs where XLA:CPU's own is slow.
 
 `ops.conv(..., impl="lax")` computes exactly `lax.conv_general_dilated`; on
-the CPU its backward pass is this module's: the input gradient is XLA's own
-(the transposed conv), the weight gradient dW[t] = X_t^T dY is formed as
-GEMMs instead of XLA's weight-gradient convolution, which XLA:CPU runs 2-4x
-slower than the forward conv of the same FLOPs (lab FCN, batch 8, 256^2:
-5x5/2 100->200 layer dW 189 -> 108 ms, first layer 1->100 dW 84 -> 19 ms;
-experiments/bench/RESULTS.md). Layers with few input values per output
-(taps * C_in <= 64, the first layer of an image net) also run their forward
-pass as im2col, one GEMM, which XLA:CPU does faster than its conv there.
+the CPU its backward pass for the layers where it pays is this module's: the
+input gradient is XLA's own (the transposed conv), the weight gradient
+dW[t] = X_t^T dY is formed as GEMMs instead of XLA's weight-gradient conv.
+Measured dW alone at batch 8 (experiments/bench/RESULTS.md), XLA -> GEMMs:
+
+- strided convs, where XLA:CPU's dW is 2-4x slower than its forward: the lab
+  FCN's 5x5/2 100->200 layer 210 -> 108 ms, its first layer 1->100 84 -> 19 ms;
+- stride 1 with >= 32 input channels on <= 2^17 output rows (N * H * W):
+  U-Net 128^2 32->32 191 -> 135 ms, 64^2 64->64 115 -> 103, 32^2 128 65 -> 51;
+- not stride 1 at 256^2 with 3-32 channels, where XLA's is 2-3x faster
+  (16->16: 89 vs 236 ms): those keep XLA's gradient.
 
 Two forms of dW, chosen by the size of the patches matrix:
-- small taps * C_in: the patches transposed, (taps * C_in, N * P) @ dY (N * P, C_out),
+- small taps * C_in (<= 64): the patches transposed, (taps * C_in, N * P) @ dY,
   one GEMM with a long contraction;
 - otherwise one GEMM per tap, X_t^T (C_in, N * P) @ dY: no patches matrix
   (taps times the input) is ever built.
@@ -24,14 +27,21 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxseg.ops._common import ConvGeometry
+from jaxseg.ops._common import ConvGeometry, prod
 
-SMALL_PATCH = 64   # taps * C_in at or below which a layer uses im2col forward and one dW GEMM
+SMALL_PATCH = 64      # taps * C_in at or below which dW is one GEMM over the transposed patches
+MIN_CIN_STRIDE1 = 32  # stride-1 convs use GEMM dW from this many input channels ...
+MAX_ROWS_STRIDE1 = 2**17  # ... and up to this many output rows (N * prod(out))
 
 
-def applies(geo: ConvGeometry) -> bool:
-  """Whether the GEMM weight gradient is used: ungrouped convs, on the CPU."""
-  return geo.groups == 1 and jax.default_backend() == "cpu"
+def applies(geo: ConvGeometry, batch: int) -> bool:
+  """Whether the GEMM weight gradient is used (ungrouped convs on the CPU; see the module doc)."""
+  if geo.groups != 1 or jax.default_backend() != "cpu":
+    return False
+  if any(s > 1 for s in geo.stride):
+    return True
+  rows = batch * prod(geo.out_shape)
+  return geo.cin >= MIN_CIN_STRIDE1 and rows <= MAX_ROWS_STRIDE1
 
 
 def conv_lax_gemm_grad(x, w, geo: ConvGeometry):
@@ -49,8 +59,8 @@ def _small(geo: ConvGeometry) -> bool:
 
 
 def _forward(x, w, geo):
-  from jaxseg.ops.conv import conv_im2col, conv_lax
-  return conv_im2col(x, w, geo) if _small(geo) else conv_lax(x, w, geo)
+  from jaxseg.ops.conv import conv_lax
+  return conv_lax(x, w, geo)
 
 
 def _fwd(x, w, geo):

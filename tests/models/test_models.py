@@ -156,6 +156,26 @@ def test_dropout_only_in_training_and_deterministic_per_rng():
   assert np.abs(np.asarray(train_a) - np.asarray(train_c)).max() > 1e-4
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_dropout_mask_statistics(rate):
+  """The hash-based mask keeps 1 - rate of the values, independently of position and key."""
+  n = 2**20
+  a = np.asarray(layers.dropout_keep_mask(jax.random.key(0), (4, 256, 256, 4), rate)).reshape(-1)
+  b = np.asarray(layers.dropout_keep_mask(jax.random.key(1), (4, 256, 256, 4), rate)).reshape(-1)
+  sd = np.sqrt(rate * (1 - rate) / n)
+  assert abs(a.mean() - (1 - rate)) < 5 * sd
+  # neighbours (the next element, the next channel group, the next row) are uncorrelated
+  for lag in (1, 4, 1024):
+    assert abs(np.corrcoef(a[:-lag], a[lag:])[0, 1]) < 5 / np.sqrt(n)
+  # two keys agree as often as two independent masks would: (1-r)^2 + r^2
+  assert abs((a == b).mean() - ((1 - rate) ** 2 + rate ** 2)) < 5 * np.sqrt(0.25 / n)
+  # inverted dropout keeps the mean
+  x = jnp.ones((4, 256, 256, 4))
+  y = layers.Dropout(rate).apply({}, x, train=True, rngs={"dropout": jax.random.key(2)})
+  assert abs(float(y.mean()) - 1.0) < 5 * sd / (1 - rate)
+  np.testing.assert_allclose(np.unique(np.asarray(y)), [0.0, 1 / (1 - rate)], rtol=1e-6)
+
+
 def test_errors():
   with pytest.raises(ConfigError, match="unknown model 'nope'.*fcn.*unet3d"):
     models.create("nope")

@@ -54,26 +54,37 @@ def test_lax_conv_gradients_equal_numpy_and_xla(x_shape, w_shape, stride, paddin
   x, w = _arrays(7, x_shape, w_shape)
   kw = dict(stride=stride, padding=padding, dilation=dilation)
   geo = conv_geometry(x.shape, w.shape, groups=1, **kw)
-  assert conv_grad.applies(geo)  # tests run on the CPU, where the GEMM gradient is used
   (g,) = _arrays(8, (x_shape[0],) + geo.out_shape + (w_shape[-1],))
 
-  def both(a, b, c):
-    ours = jax.vjp(lambda p, q: ops.conv(p, q, impl="lax", **kw), a, b)
+  def all_three(a, b, c):
+    gemm = jax.vjp(lambda p, q: conv_grad.conv_lax_gemm_grad(p, q, geo), a, b)  # forced
+    public = jax.vjp(lambda p, q: ops.conv(p, q, impl="lax", **kw), a, b)       # as ops routes it
     xla = jax.vjp(lambda p, q: conv_lax(p, q, geo), a, b)
-    return ours[0], ours[1](c), xla[1](c)
+    return gemm[0], gemm[1](c), public[0], public[1](c), xla[1](c)
 
-  y, (dx, dw), (dx_xla, dw_xla) = jax.jit(both)(x, w, g)
-  chex.assert_trees_all_close(np.asarray(y), reference.conv(x, w, **kw), **TOL)
+  y, (dx, dw), y_pub, grads_pub, (dx_xla, dw_xla) = jax.jit(all_three)(x, w, g)
+  want = reference.conv(x, w, **kw)
+  chex.assert_trees_all_close((np.asarray(y), np.asarray(y_pub)), (want, want), **TOL)
   chex.assert_trees_all_close(np.asarray(dw), numpy_weight_grad(x, g, w_shape, **kw), **TOL)
   chex.assert_trees_all_close((dx, dw), (dx_xla, dw_xla), **TOL)
+  chex.assert_trees_all_close(grads_pub, (dx_xla, dw_xla), **TOL)
 
 
-def test_small_patch_layers_take_the_im2col_forward():
-  geo_small = conv_geometry((1, 8, 8, 1), (5, 5, 1, 4), stride=2, padding="SAME", dilation=1, groups=1)
-  geo_big = conv_geometry((1, 8, 8, 9), (3, 3, 9, 4), stride=1, padding="SAME", dilation=1, groups=1)
-  assert conv_grad._small(geo_small) and not conv_grad._small(geo_big)
-  grouped = conv_geometry((1, 8, 8, 4), (3, 3, 2, 4), stride=1, padding="SAME", dilation=1, groups=2)
-  assert not conv_grad.applies(grouped)   # grouped convs keep XLA's own gradient
+def test_which_layers_take_the_gemm_weight_gradient():
+  def geo(x_shape, w_shape, stride=1, groups=1):
+    return conv_geometry(x_shape, w_shape, stride=stride, padding="SAME", dilation=1, groups=groups)
+  fcn_conv0 = geo((8, 256, 256, 1), (5, 5, 1, 100), 2)
+  fcn_conv1 = geo((8, 64, 64, 100), (5, 5, 100, 200), 2)
+  unet_full_res = geo((8, 256, 256, 16), (3, 3, 16, 16))
+  unet_128 = geo((8, 128, 128, 32), (3, 3, 32, 32))
+  unet_128_batch16 = geo((16, 128, 128, 32), (3, 3, 32, 32))
+  grouped = geo((8, 16, 16, 64), (3, 3, 32, 64), groups=2)
+  assert conv_grad.applies(fcn_conv0, 8) and conv_grad.applies(fcn_conv1, 8)
+  assert conv_grad.applies(unet_128, 8)
+  assert not conv_grad.applies(unet_full_res, 8)        # XLA's dW is faster there
+  assert not conv_grad.applies(unet_128_batch16, 16)    # 2^18 output rows
+  assert not conv_grad.applies(grouped, 8)
+  assert conv_grad._small(fcn_conv0) and not conv_grad._small(fcn_conv1)
 
 
 PHASE_CASES = [
