@@ -168,7 +168,11 @@ def capture_layers(model_name: str, *, batch: int, image_size: int, in_channels:
   import jax
   import jax.numpy as jnp
   from jaxseg import models
-  model = models.create(model_name, num_classes=num_classes, in_channels=in_channels)
+  # im2col: every conv and transposed conv of the model goes through
+  # ``jaxseg.ops`` there (under "lax" the layers call XLA's tuned paths
+  # directly); the shapes do not depend on the impl.
+  model = models.create(model_name, num_classes=num_classes, in_channels=in_channels,
+                        conv_impl="im2col")
   x = jax.ShapeDtypeStruct((batch, image_size, image_size, in_channels), jnp.float32)
   calls: list = []
   with _recording(calls):

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 from jaxseg import ops
 from jaxseg.ops import phase
-from jaxseg.ops._common import conv_transpose_geometry
+from jaxseg.ops._common import conv_geometry, conv_transpose_geometry
+from jaxseg.ops.conv import conv_lax_tuned
 from jaxseg.errors import ConfigError
 
 Initializer = Callable[..., jax.Array]
@@ -82,8 +83,14 @@ class Conv(nn.Module):
   def __call__(self, x):
     k = tuple(self.kernel_size)
     kernel = self.param("kernel", self.kernel_init, k + (x.shape[-1], self.features))
-    y = ops.conv(x, kernel, stride=_tuple(self.strides, len(k)), padding=self.padding,
-                 impl=self.conv_impl)
+    strides = _tuple(self.strides, len(k))
+    if self.conv_impl == "lax":
+      # XLA's conv, with GEMM weight gradients where XLA:CPU's are slow (`ops.conv_grad`).
+      geo = conv_geometry(x.shape, kernel.shape, stride=strides, padding=self.padding,
+                          dilation=1, groups=1)
+      y = conv_lax_tuned(x, kernel, geo)
+    else:
+      y = ops.conv(x, kernel, stride=strides, padding=self.padding, impl=self.conv_impl)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y

@@ -86,7 +86,13 @@ def conv_pallas(x, w, geo: ConvGeometry):
 
 
 def conv_lax_tuned(x, w, geo: ConvGeometry):
-  """XLA's convolution, with the GEMM weight gradient of `conv_grad` on the CPU (same values)."""
+  """XLA's convolution, with the GEMM weight gradient of `conv_grad` on the CPU (same values).
+
+  What the models' layers run for ``conv_impl="lax"``. Not the ``impl="lax"``
+  of `conv` itself, which stays plain `lax.conv_general_dilated` (linear, so
+  `jax.linear_transpose` and every transformation pass through it; a
+  `jax.custom_vjp` has no transpose rule).
+  """
   from jaxseg.ops import conv_grad
   if conv_grad.applies(geo, x.shape[0]):
     return conv_grad.conv_lax_gemm_grad(x, w, geo)
@@ -94,7 +100,7 @@ def conv_lax_tuned(x, w, geo: ConvGeometry):
 
 
 _IMPLS = {"direct": conv_direct, "im2col": conv_im2col, "matrix": conv_matrix_impl,
-          "lax": conv_lax_tuned, "pallas": conv_pallas}
+          "lax": conv_lax, "pallas": conv_pallas}
 
 
 def conv(x, w, *, stride=1, padding="SAME", dilation=1, groups=1, impl="lax"):

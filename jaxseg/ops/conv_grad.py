@@ -1,7 +1,8 @@
 """XLA convolutions with weight gradients as GEMMs where XLA:CPU's own is slow.
 
-`ops.conv(..., impl="lax")` computes exactly `lax.conv_general_dilated`; on
-the CPU its backward pass for the layers where it pays is this module's: the
+The models' conv layers under ``conv_impl="lax"`` (`ops.conv.conv_lax_tuned`)
+compute exactly `lax.conv_general_dilated`; on the CPU their backward pass,
+for the layers where it pays, is this module's: the
 input gradient is XLA's own (the transposed conv), the weight gradient
 dW[t] = X_t^T dY is formed as GEMMs instead of XLA's weight-gradient conv.
 Measured dW alone at batch 8 (experiments/bench/RESULTS.md), XLA -> GEMMs:

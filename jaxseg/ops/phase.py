@@ -12,7 +12,7 @@ upscore does 16*16 times the work; the work here is the kernel zero-padded to
 q*s taps (1.07x for 31/16).
 
 Dilation 1 only (the models' transposed convs); the conv runs through
-`ops.conv`'s "lax" path, so its gradients are XLA's dx and GEMM dW.
+`ops.conv.conv_lax_tuned`, so its gradients are XLA's dx and GEMM dW.
 """
 
 from __future__ import annotations

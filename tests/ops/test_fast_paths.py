@@ -1,4 +1,6 @@
-"""The CPU fast paths behind conv_impl="lax": GEMM weight gradients and stride-phase transposed convs.
+"""The CPU fast paths behind models' conv_impl="lax": GEMM weight gradients and stride-phase transposed convs.
+
+(`ops.conv(impl="lax")` itself stays plain XLA; the models' layers use these.)
 
 Both must give what the NumPy reference gives (values) and what independent
 autodiff gives (gradients): the speed-ups of experiments/bench/RESULTS.md may
@@ -16,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from jaxseg import ops, reference
 from jaxseg.ops import conv_grad, phase
 from jaxseg.ops._common import conv_geometry, conv_transpose_geometry
-from jaxseg.ops.conv import conv_lax
+from jaxseg.ops.conv import conv_lax, conv_lax_tuned
 from ops_strategies import arrays as _arrays, conv_transpose_cases, jit_run, seeds
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -58,7 +60,7 @@ def test_lax_conv_gradients_equal_numpy_and_xla(x_shape, w_shape, stride, paddin
 
   def all_three(a, b, c):
     gemm = jax.vjp(lambda p, q: conv_grad.conv_lax_gemm_grad(p, q, geo), a, b)  # forced
-    public = jax.vjp(lambda p, q: ops.conv(p, q, impl="lax", **kw), a, b)       # as ops routes it
+    public = jax.vjp(lambda p, q: conv_lax_tuned(p, q, geo), a, b)  # as the models' layers route it
     xla = jax.vjp(lambda p, q: conv_lax(p, q, geo), a, b)
     return gemm[0], gemm[1](c), public[0], public[1](c), xla[1](c)
 
