@@ -22,6 +22,8 @@ the proposal for that package can be measured before it is applied:
   dropout masks come from XLA's RngBitGenerator);
 - xla_conv_grad: convs of a "lax" model differentiated by XLA itself (the weight
   gradient as XLA's conv) instead of jaxseg.ops.conv_grad's GEMMs;
+- gemm_dw_strided / gemm_dw_strided_small / gemm_dw_all: GEMM weight gradients
+  for strided convs only / also stride-1 convs of <= 2^14 output rows / every conv;
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
   overlap-add) instead of XLA's conv over the zero-dilated cotangent.
 
@@ -144,9 +146,21 @@ def variant(name):
                        impl=impl)
     return _patched(ops, "conv", conv), "product"
   if name == "xla_conv_grad":
-    import importlib
-    conv_mod = importlib.import_module("jaxseg.ops.conv")
-    return _patched_item(conv_mod._IMPLS, "lax", conv_mod.conv_lax), "product"
+    from jaxseg.ops import conv_grad
+    return _patched(conv_grad, "applies", lambda geo, batch: False), "product"
+  if name in ("gemm_dw_strided", "gemm_dw_strided_small"):
+    from jaxseg.ops import conv_grad
+    import jax
+
+    def applies(geo, batch):
+      if geo.groups != 1 or jax.default_backend() != "cpu":
+        return False
+      rows = batch * conv_grad.prod(geo.out_shape)
+      return any(s > 1 for s in geo.stride) or (name.endswith("small") and rows <= 2**14)
+    return _patched(conv_grad, "applies", applies), "product"
+  if name == "gemm_dw_all":
+    from jaxseg.ops import conv_grad
+    return _patched(conv_grad, "applies", lambda geo, batch: geo.groups == 1), "product"
   raise SystemExit(f"unknown variant {name}")
 
 

@@ -5,14 +5,18 @@ compute exactly `lax.conv_general_dilated`; on the CPU their backward pass,
 for the layers where it pays, is this module's: the
 input gradient is XLA's own (the transposed conv), the weight gradient
 dW[t] = X_t^T dY is formed as GEMMs instead of XLA's weight-gradient conv.
-Measured dW alone at batch 8 (experiments/bench/RESULTS.md), XLA -> GEMMs:
+Where it pays was measured in the whole train step (one process, variants
+alternated: `experiments/bench/step_variants.py --variants
+base,xla_conv_grad,gemm_dw_strided_small,gemm_dw_all`, AMD EPYC, 2 cores):
 
 - strided convs, where XLA:CPU's dW is 2-4x slower than its forward: the lab
-  FCN's 5x5/2 100->200 layer 210 -> 108 ms, its first layer 1->100 84 -> 19 ms;
-- stride 1 with >= 32 input channels on <= 2^17 output rows (N * H * W):
-  U-Net 128^2 32->32 191 -> 135 ms, 64^2 64->64 115 -> 103, 32^2 128 65 -> 51;
-- not stride 1 at 256^2 with 3-32 channels, where XLA's is 2-3x faster
-  (16->16: 89 vs 236 ms): those keep XLA's gradient.
+  FCN's 5x5/2 layers (fcn step 0.403 s all-XLA -> 0.347 s);
+- stride-1 convs with few output rows (N * prod(out) <= 2^14): the FCN's
+  upscore in stride-phase form (2 input channels, 8 x 17 x 17 rows, where
+  XLA's dW conv took ~20 ms) and the U-Net's 16^2 and 32^2 layers;
+- not the larger stride-1 convs (the U-Net's 64^2..256^2 layers), where the
+  tap slices the GEMMs need cost more memory traffic than XLA's dW conv
+  (unet_small step 1.78 s with this rule vs 3.07 s with GEMM dW everywhere).
 
 Two forms of dW, chosen by the size of the patches matrix:
 - small taps * C_in (<= 64): the patches transposed, (taps * C_in, N * P) @ dY,
@@ -31,8 +35,7 @@ import jax.numpy as jnp
 from jaxseg.ops._common import ConvGeometry, prod
 
 SMALL_PATCH = 64      # taps * C_in at or below which dW is one GEMM over the transposed patches
-MIN_CIN_STRIDE1 = 32  # stride-1 convs use GEMM dW from this many input channels ...
-MAX_ROWS_STRIDE1 = 2**17  # ... and up to this many output rows (N * prod(out))
+MAX_ROWS_STRIDE1 = 2**14  # stride-1 convs use GEMM dW up to this many output rows (N * prod(out))
 
 
 def applies(geo: ConvGeometry, batch: int) -> bool:
@@ -41,8 +44,7 @@ def applies(geo: ConvGeometry, batch: int) -> bool:
     return False
   if any(s > 1 for s in geo.stride):
     return True
-  rows = batch * prod(geo.out_shape)
-  return geo.cin >= MIN_CIN_STRIDE1 and rows <= MAX_ROWS_STRIDE1
+  return batch * prod(geo.out_shape) <= MAX_ROWS_STRIDE1
 
 
 def conv_lax_gemm_grad(x, w, geo: ConvGeometry):

@@ -79,12 +79,15 @@ def test_which_layers_take_the_gemm_weight_gradient():
   fcn_conv1 = geo((8, 64, 64, 100), (5, 5, 100, 200), 2)
   unet_full_res = geo((8, 256, 256, 16), (3, 3, 16, 16))
   unet_128 = geo((8, 128, 128, 32), (3, 3, 32, 32))
-  unet_128_batch16 = geo((16, 128, 128, 32), (3, 3, 32, 32))
-  grouped = geo((8, 16, 16, 64), (3, 3, 32, 64), groups=2)
-  assert conv_grad.applies(fcn_conv0, 8) and conv_grad.applies(fcn_conv1, 8)
-  assert conv_grad.applies(unet_128, 8)
+  unet_32 = geo((8, 32, 32, 128), (3, 3, 128, 128))             # 8 * 32 * 32 = 2^13 rows
+  unet_32_batch32 = geo((32, 32, 32, 128), (3, 3, 128, 128))    # 2^15 rows
+  fcn_upscore_phase = geo((8, 16, 16, 2), (2, 2, 2, 512))       # 8 * 17 * 17 rows, padded
+  grouped = geo((8, 16, 16, 64), (3, 3, 32, 64), stride=2, groups=2)
+  assert conv_grad.applies(fcn_conv0, 8) and conv_grad.applies(fcn_conv1, 8)   # strided
+  assert conv_grad.applies(unet_32, 8) and conv_grad.applies(fcn_upscore_phase, 8)
   assert not conv_grad.applies(unet_full_res, 8)        # XLA's dW is faster there
-  assert not conv_grad.applies(unet_128_batch16, 16)    # 2^18 output rows
+  assert not conv_grad.applies(unet_128, 8)
+  assert not conv_grad.applies(unet_32_batch32, 32)
   assert not conv_grad.applies(grouped, 8)
   assert conv_grad._small(fcn_conv0) and not conv_grad._small(fcn_conv1)
 
