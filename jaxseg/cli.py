@@ -80,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> int:
-  """The `jaxseg` executable (`python -m jaxseg` too)."""
+  """The `jaxseg` executable (`python -m jaxseg` too).
+
+  A computing subcommand first re-executes itself with glibc's huge-page
+  tunable (`jaxseg.hugepages`; ``JAXSEG_HUGEPAGES=0`` turns that off).
+  """
+  from jaxseg import hugepages
+  if _chosen(sys.argv[1:]) in hugepages.HEAVY:
+    hugepages.reexec_if_needed(sys.argv)
   return main()
 
 

@@ -82,7 +82,8 @@ def device_info() -> dict:
   d = jax.devices()[0]
   return {"platform": d.platform, "device_kind": d.device_kind,
           "device_count": jax.device_count(), "jax": jax.__version__,
-          "host_cpus": os.cpu_count(), "load_avg": list(os.getloadavg())}
+          "host_cpus": os.cpu_count(), "load_avg": list(os.getloadavg()),
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
 def max_rss_mb() -> float:
