@@ -24,6 +24,8 @@ the proposal for that package can be measured before it is applied:
   gradient as XLA's conv) instead of jaxseg.ops.conv_grad's GEMMs;
 - gemm_dw_strided / gemm_dw_strided_small / gemm_dw_all: GEMM weight gradients
   for strided convs only / also stride-1 convs of <= 2^14 output rows / every conv;
+- small_im2col_fwd: layers with GEMM dW and taps * C_in <= 64 (the FCN's first
+  conv) run their forward pass as im2col (one GEMM) instead of XLA's conv;
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
   overlap-add) instead of XLA's conv over the zero-dilated cotangent.
 
@@ -158,6 +160,13 @@ def variant(name):
       rows = batch * conv_grad.prod(geo.out_shape)
       return any(s > 1 for s in geo.stride) or (name.endswith("small") and rows <= 2**14)
     return _patched(conv_grad, "applies", applies), "product"
+  if name == "small_im2col_fwd":
+    from jaxseg.ops import conv_grad
+    from jaxseg.ops.conv import conv_im2col, conv_lax
+
+    def forward(x, w, geo):
+      return conv_im2col(x, w, geo) if conv_grad._small(geo) else conv_lax(x, w, geo)
+    return _patched(conv_grad, "_forward", forward), "product"
   if name == "gemm_dw_all":
     from jaxseg.ops import conv_grad
     return _patched(conv_grad, "applies", lambda geo, batch: geo.groups == 1), "product"
