@@ -82,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
 def console_main() -> int:
   """The `jaxseg` executable (`python -m jaxseg` too).
 
-  A computing subcommand first re-executes itself with glibc's huge-page
-  tunable (`jaxseg.hugepages`; ``JAXSEG_HUGEPAGES=0`` turns that off).
+  A computing subcommand first adds jaxseg's XLA:CPU flags to ``XLA_FLAGS``
+  (`jaxseg.xla_flags`; ``JAXSEG_XLA_FLAGS=0`` turns that off), then
+  re-executes itself with glibc's huge-page tunable (`jaxseg.hugepages`;
+  ``JAXSEG_HUGEPAGES=0`` turns that off). Both happen before JAX is imported.
   """
-  from jaxseg import hugepages
+  from jaxseg import hugepages, xla_flags
   if _chosen(sys.argv[1:]) in hugepages.HEAVY:
+    xla_flags.apply()
     hugepages.reexec_if_needed(sys.argv)
   return main()
 

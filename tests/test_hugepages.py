@@ -1,11 +1,6 @@
 """The `jaxseg` command's re-execution with glibc's huge-page tunable (jaxseg.hugepages)."""
 
-import json
-import os
-import subprocess
 import sys
-
-import pytest
 
 from jaxseg import hugepages
 
@@ -49,19 +44,3 @@ def test_command_line_restarts_the_console_script_or_the_module(tmp_path):
       str(script), "train", "--epochs", "1"]
   main_py = str(tmp_path / "__main__.py")
   assert hugepages.command_line([main_py, "bench"]) == [sys.executable, "-m", "jaxseg", "bench"]
-
-
-def _bench_tunables(env):
-  out = subprocess.run(
-      [sys.executable, "-m", "jaxseg", "bench", "--what", "train", "--model", "cnn3",
-       "--batch-size", "1", "--image-size", "16", "--steps", "1", "--json"],
-      capture_output=True, text=True, env=env, timeout=300, check=True)
-  return json.loads(out.stdout.strip().splitlines()[-1])["glibc_tunables"]
-
-
-@pytest.mark.skipif(not hugepages.wanted({}), reason="no glibc >= 2.35 with THP here")
-def test_a_real_process_runs_with_the_tunable_unless_opted_out():
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("GLIBC_TUNABLES", "JAXSEG_HUGEPAGES", "JAXSEG_HUGEPAGES_REEXEC")}
-  assert _bench_tunables(env) == "glibc.malloc.hugetlb=1"
-  assert _bench_tunables({**env, "JAXSEG_HUGEPAGES": "0"}) == ""

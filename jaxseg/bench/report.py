@@ -19,7 +19,8 @@ def _header(info, peak=None):
   lines = [f"device: {info['platform']} / {info['device_kind']} x{info['device_count']}, "
            f"jax {info['jax']}, {info['host_cpus']} host cpus, "
            f"load average {' '.join(f'{v:.2f}' for v in info['load_avg'])}, "
-           f"GLIBC_TUNABLES={info.get('glibc_tunables') or '(unset)'}"]
+           f"GLIBC_TUNABLES={info.get('glibc_tunables') or '(unset)'}, "
+           f"XLA_FLAGS={info.get('xla_flags') or '(unset)'}"]
   if peak:
     per = ", ".join(f"{n}^2 {g:.0f}" for n, g in peak["per_size"].items())
     lines.append(f"GEMM peak (jnp.dot float32): {peak['gflops']:.0f} GFLOP/s ({per})")

@@ -83,7 +83,8 @@ def device_info() -> dict:
   return {"platform": d.platform, "device_kind": d.device_kind,
           "device_count": jax.device_count(), "jax": jax.__version__,
           "host_cpus": os.cpu_count(), "load_avg": list(os.getloadavg()),
-          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def max_rss_mb() -> float:
