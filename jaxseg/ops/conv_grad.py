@@ -47,8 +47,25 @@ def applies(geo: ConvGeometry, batch: int) -> bool:
   return batch * prod(geo.out_shape) <= MAX_ROWS_STRIDE1
 
 
+def _varying(a) -> frozenset:
+  """The mesh axes `a` varies over inside `jax.shard_map` (empty outside)."""
+  axis_type = getattr(jax.typeof(a), "manual_axis_type", None)
+  return frozenset(getattr(axis_type, "varying", None) or ())
+
+
 def conv_lax_gemm_grad(x, w, geo: ConvGeometry):
-  """`lax.conv_general_dilated` whose VJP computes dW with GEMMs (see the module doc)."""
+  """`lax.conv_general_dilated` whose VJP computes dW with GEMMs (see the module doc).
+
+  Inside `jax.shard_map`, a replicated kernel meets a per-device batch: as JAX
+  does for its own primitives, the kernel is first cast to varying over the
+  batch's axes (`lax.pcast`), whose transpose sums dW over the devices; a
+  custom VJP must return cotangents of its inputs' exact type.
+  """
+  vx, vw = _varying(x), _varying(w)
+  if vx - vw:
+    w = jax.lax.pcast(w, tuple(sorted(vx - vw)), to="varying")
+  if vw - vx:
+    x = jax.lax.pcast(x, tuple(sorted(vw - vx)), to="varying")
   return _conv(x, w, geo)
 
 
