@@ -109,9 +109,13 @@ PHASE_CASES = [
 def _phase_and_direct(y, w, kw):
   geo = conv_transpose_geometry(y.shape, w.shape, dilation=1, **kw)
 
+  # "direct" unrolls one op per tap: for the 31x31 upscore (961 taps) that compiles
+  # for a minute and a half, so there the gradients are checked against XLA's.
+  other = "direct" if np.prod(w.shape[:-2]) <= 64 else "lax"
+
   def run(a, b, c):
     ours = jax.vjp(lambda p, q: phase.conv_transpose_phase(p, q, geo), a, b)
-    direct = jax.vjp(lambda p, q: ops.conv_transpose(p, q, impl="direct", **kw), a, b)
+    direct = jax.vjp(lambda p, q: ops.conv_transpose(p, q, impl=other, **kw), a, b)
     return ours[0], ours[1](c), direct[1](c)
   return run
 
