@@ -24,6 +24,10 @@ the proposal for that package can be measured before it is applied:
   gradient as XLA's conv) instead of jaxseg.ops.conv_grad's GEMMs;
 - gemm_dw_strided / gemm_dw_strided_small / gemm_dw_all: GEMM weight gradients
   for strided convs only / also stride-1 convs of <= 2^14 output rows / every conv;
+- elu_custom_jvp: ELU whose derivative comes from its output (y + 1 below 0),
+  one saved tensor and no second exp (since adopted as `jaxseg.models.layers.elu`:
+  compare with elu_autodiff);
+- elu_autodiff: `jax.nn.elu` differentiated by JAX (the way before);
 - small_im2col_fwd: layers with GEMM dW and taps * C_in <= 64 (the FCN's first
   conv) run their forward pass as im2col (one GEMM) instead of XLA's conv;
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
@@ -160,6 +164,27 @@ def variant(name):
       rows = batch * conv_grad.prod(geo.out_shape)
       return any(s > 1 for s in geo.stride) or (name.endswith("small") and rows <= 2**14)
     return _patched(conv_grad, "applies", applies), "product"
+  if name == "elu_custom_jvp":
+    import jax
+    import importlib
+    import jax.numpy as jnp
+    unet = importlib.import_module("jaxseg.models.unet")
+
+    @jax.custom_jvp
+    def elu(x):
+      return jnp.where(x > 0, x, jnp.expm1(jnp.minimum(x, 0)))
+
+    @elu.defjvp
+    def _elu_jvp(primals, tangents):
+      (x,), (t,) = primals, tangents
+      y = elu(x)
+      return y, t * jnp.where(x > 0, 1.0, y + 1.0)
+    return _patched_item(unet._ACTIVATIONS, "elu", elu), "product"
+  if name == "elu_autodiff":
+    import importlib
+    import jax
+    unet = importlib.import_module("jaxseg.models.unet")
+    return _patched_item(unet._ACTIVATIONS, "elu", jax.nn.elu), "product"
   if name == "small_im2col_fwd":
     from jaxseg.ops import conv_grad
     from jaxseg.ops.conv import conv_im2col, conv_lax

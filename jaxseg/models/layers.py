@@ -167,6 +167,26 @@ class Reshape(nn.Module):
     return x.reshape((x.shape[0],) + tuple(self.target_shape))
 
 
+@jax.custom_jvp
+def elu(x):
+  """ELU (alpha 1, Keras' default): x above 0, exp(x) - 1 below; values as `jax.nn.elu`.
+
+  Its derivative is taken from its output (1 above 0, elu(x) + 1 = exp(x)
+  below; float32's rounding of y + 1 makes that exact to 6e-8 absolute where
+  exp(x) is tiny), so the backward pass keeps one tensor and evaluates no second exp:
+  unet_small's train step 1.30 -> 1.20 s on the CPU with `jax.nn.elu`'s
+  autodiff as the before (experiments/bench/step_variants.py, elu_custom_jvp).
+  """
+  return jnp.where(x > 0, x, jnp.expm1(jnp.minimum(x, 0)))
+
+
+@elu.defjvp
+def _elu_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  y = elu(x)
+  return y, t * jnp.where(x > 0, jnp.ones((), y.dtype), y + 1)
+
+
 def _hash32(h):
   """lowbias32 (Chris Wellons' integer hash finalizer): uint32 -> well-mixed uint32."""
   h = h ^ (h >> 16)

@@ -11,7 +11,7 @@ from jaxseg.errors import ConfigError
 from jaxseg.models import layers
 from jaxseg.models._checks import check_input
 
-_ACTIVATIONS = {"relu": nn.relu, "elu": nn.elu}
+_ACTIVATIONS = {"relu": nn.relu, "elu": layers.elu}
 
 
 class UNet(nn.Module):

@@ -263,3 +263,22 @@ def test_lax_models_run_strided_up_convs_in_phase_form():
 
   outs = value_and_vjps(x, w, g)
   chex.assert_trees_all_close(outs["phase"], outs["lax"], atol=1e-5, rtol=1e-5)
+
+
+def test_elu_values_and_derivative_equal_numpy():
+  import jax
+  from jaxseg.models import layers
+  x = np.array([-80.0, -20.0, -3.0, -1.0, -1e-3, -1e-8, 0.0, 1e-8, 1e-3, 1.0, 7.5, 60.0], np.float32)
+  x64 = x.astype(np.float64)
+  want = np.where(x64 > 0, x64, np.expm1(x64))
+  dwant = np.where(x64 > 0, 1.0, np.exp(x64))          # d/dx at 0 is exp(0) = 1 from both sides
+  y, vjp = jax.vjp(layers.elu, jax.numpy.asarray(x))
+  (dx,) = vjp(jax.numpy.ones_like(y))
+  np.testing.assert_allclose(np.asarray(y), want, rtol=1e-6, atol=1e-12)
+  # from the output, exp(x) = y + 1 carries float32's rounding of y near -1:
+  # absolute error up to half an ulp of 1 (6e-8) where exp(x) is tiny
+  np.testing.assert_allclose(np.asarray(dx), dwant, rtol=1e-6, atol=6e-8)
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(jax.nn.elu(x)))
+  # second derivative (through the custom rule): exp(x) below 0, 0 above
+  d2 = jax.vmap(jax.grad(jax.grad(lambda v: layers.elu(v))))(jax.numpy.asarray(x))
+  np.testing.assert_allclose(np.asarray(d2), np.where(x64 > 0, 0.0, np.exp(x64)), rtol=1e-5, atol=6e-8)
