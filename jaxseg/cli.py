@@ -27,6 +27,8 @@ SUMMARIES = {
     "summary": "print a model's layers, output shapes and parameter counts",
 }
 COMMANDS = tuple(SUMMARIES)
+# The subcommands that compute with JAX: `console_main` prepares their environment.
+COMPUTING = ("train", "evaluate", "predict", "search", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,7 +90,7 @@ def console_main() -> int:
   ``JAXSEG_HUGEPAGES=0`` turns that off). Both happen before JAX is imported.
   """
   from jaxseg import hugepages, xla_flags
-  if _chosen(sys.argv[1:]) in hugepages.HEAVY:
+  if _chosen(sys.argv[1:]) in COMPUTING:
     xla_flags.apply()
     hugepages.reexec_if_needed(sys.argv)
   return main()

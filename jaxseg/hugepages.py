@@ -11,7 +11,7 @@ experiments/RESULTS.md that made an elementwise op over 33 MB run at 4 GB/s
 glibc >= 2.35 asks the kernel for transparent huge pages on its large
 allocations when started with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``. The
 tunable is read when a process starts, so the computing subcommands of
-`jaxseg` (`HEAVY`) re-execute themselves once with it added, before JAX is
+`jaxseg` (`jaxseg.cli.COMPUTING`) re-execute themselves once with it added, before JAX is
 imported: same PID, arguments, stdin/stdout. Set ``JAXSEG_HUGEPAGES=0`` to
 opt out. Library users who want the same set the variable before starting
 Python. Without glibc >= 2.35 or with THP disabled ("never") nothing happens.
@@ -25,7 +25,6 @@ import sys
 TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT = "JAXSEG_HUGEPAGES"          # "0": never re-execute
 _DONE = "JAXSEG_HUGEPAGES_REEXEC"     # set in the re-executed process
-HEAVY = ("train", "evaluate", "predict", "search", "bench")
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 

@@ -66,9 +66,9 @@ def _patched_item(d, key, value):
     d[key] = old
 
 
-def _col2im_when_no_overlap(conv_impl):
-  # ConvTranspose calls transpose_impl(conv_impl) at trace time; it does not pass the
-  # kernel, so this maps every lax transposed conv to col2im (unet_small's are all 2x2/2).
+def _col2im_when_no_overlap(conv_impl, *_):
+  # ConvTranspose calls transpose_impl(conv_impl, kernel, strides) at trace time; this
+  # maps every lax transposed conv to col2im (unet_small's are all 2x2/2).
   return {"im2col": "col2im", "lax": "col2im"}.get(conv_impl, conv_impl)
 
 

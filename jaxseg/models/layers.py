@@ -14,6 +14,7 @@ Kernels start glorot-uniform and biases at zero, as Keras' defaults.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -207,10 +208,7 @@ def dropout_keep_mask(key, shape, rate: float):
   resumes stay reproducible; statistically plain (not for cryptography).
   """
   seed = jax.random.bits(key, (2,), jnp.uint32)
-  size = 1
-  for d in shape:
-    size *= d
-  idx = jax.lax.iota(jnp.uint32, size).reshape(shape)
+  idx = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
   h = _hash32(idx * jnp.uint32(0x9E3779B9) + seed[0])
   h = _hash32(h ^ seed[1])
   return h >= jnp.uint32(min(int(round(rate * 2.0**32)), 2**32 - 1))

@@ -23,15 +23,15 @@ from jax import lax
 from jaxseg.ops._common import ConvGeometry, conv_geometry
 
 
-def supported(geo: ConvGeometry) -> bool:
-  """Whether `conv_transpose_phase` applies: dilation 1, ungrouped."""
-  return geo.groups == 1 and all(d == 1 for d in geo.dilation)
+def _taps_per_phase(geo: ConvGeometry) -> list[int]:
+  """q = ceil(k / s) per spatial dim: the taps each output phase sees."""
+  return [-(-k // s) for k, s in zip(geo.kernel, geo.stride)]
 
 
 def phase_kernel(w, geo: ConvGeometry):
   """(*k, C_out, C_in) -> (*q, C_in, prod(s) * C_out): tap p of phase r is w[(q-1-p)*s + r]."""
   nd = geo.nd
-  q = [-(-k // s) for k, s in zip(geo.kernel, geo.stride)]
+  q = _taps_per_phase(geo)
   w = lax.pad(w, jnp.zeros((), w.dtype),
               [(0, qq * s - k, 0) for k, s, qq in zip(geo.kernel, geo.stride, q)] + [(0, 0, 0)] * 2)
   shape = []
@@ -47,7 +47,7 @@ def conv_transpose_phase(y, w, geo: ConvGeometry):
   """`conv_transpose(y, w)` for the forward geometry `geo` (see `conv_transpose_geometry`)."""
   from jaxseg.ops.conv import conv_lax_tuned
   nd, n = geo.nd, y.shape[0]
-  q = [-(-k // s) for k, s in zip(geo.kernel, geo.stride)]
+  q = _taps_per_phase(geo)
   kern = phase_kernel(w, geo)
   pads = [(qq - 1, qq - 1) for qq in q]
   cgeo = conv_geometry(y.shape, kern.shape, stride=1, padding=pads, dilation=1, groups=1)
