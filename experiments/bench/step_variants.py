@@ -30,6 +30,15 @@ the proposal for that package can be measured before it is applied:
 - elu_autodiff: `jax.nn.elu` differentiated by JAX (the way before);
 - small_im2col_fwd: layers with GEMM dW and taps * C_in <= 64 (the FCN's first
   conv) run their forward pass as im2col (one GEMM) instead of XLA's conv;
+- upconv_d2s: kernel == stride transposed convs (unet_small's 2x2/2) as one GEMM and a
+  depth-to-space transpose (the form before `jaxseg.ops.phase._no_overlap`);
+- ce_unrolled: the cross-entropy's log-sum-exp over classes written per class slice
+  (elementwise) instead of reductions over the last axis of size C;
+- strided_dx_xla: strided convs' input gradient as XLA's conv over the stride-dilated
+  cotangent (the way before `jaxseg.ops.conv_grad.col2im_input_grad`);
+- single_channel_fma / single_channel_fma_gemm: convs with one input channel (the first
+  layers) as a sum of taps times kernel rows (elementwise) with XLA's / GEMM dW;
+- small_xla_dw: the FCN's first conv (taps * C_in <= 64) with XLA's weight gradient;
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
   overlap-add) instead of XLA's conv over the zero-dilated cotangent.
 
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import statistics
 import sys
@@ -192,6 +202,58 @@ def variant(name):
     def forward(x, w, geo):
       return conv_im2col(x, w, geo) if conv_grad._small(geo) else conv_lax(x, w, geo)
     return _patched(conv_grad, "_forward", forward), "product"
+  if name == "upconv_d2s":
+    from jaxseg.ops import phase
+    return _patched(phase, "ROWS", False), "product"
+  if name == "ce_unrolled":
+    import jax
+    import jax.numpy as jnp
+    from jaxseg import losses
+
+    def ce(logits, labels, *, class_weights=None):
+      zs = [logits[..., c] for c in range(logits.shape[-1])]
+      m = functools.reduce(jnp.maximum, zs)
+      lse = m + jnp.log(sum(jnp.exp(z - m) for z in zs))
+      zy = sum(jnp.where(labels == c, z, 0.0) for c, z in enumerate(zs))
+      return jnp.mean(lse - zy)
+    return _patched_item(losses._BY_NAME, "ce", ce), "product"
+  if name == "small_xla_dw":
+    from jaxseg.ops import conv_grad
+    real = conv_grad.applies
+    return _patched(conv_grad, "applies", lambda geo, batch: real(geo, batch) and not conv_grad._small(geo)), "product"
+  if name in ("single_channel_fma", "single_channel_fma_gemm"):
+    import jax
+    from jaxseg.ops import conv_grad
+    from jaxseg.ops.conv import conv_lax, tap_slices
+    real = layers.conv_lax_tuned
+
+    def fma(x, w, geo):
+      wt = w.reshape(len(geo.taps), -1)
+      return sum(s * wt[t] for t, s in enumerate(tap_slices(x, geo)))
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+    def conv1(x, w, geo):
+      return fma(x, w, geo)
+
+    def fwd(x, w, geo):
+      return fma(x, w, geo), (x, w)
+
+    def bwd(geo, res, g):
+      x, w = res
+      dx = jax.vjp(lambda v: conv_lax(v, w, geo), x)[1](g)[0]
+      if name.endswith("gemm"):
+        return dx, conv_grad.weight_grad(x, g, geo)
+      return dx, jax.vjp(lambda v: conv_lax(x, v, geo), w)[1](g)[0]
+    conv1.defvjp(fwd, bwd)
+
+    def tuned(x, w, geo):
+      if geo.cin == 1 and geo.groups == 1:
+        return conv1(x, w, geo)
+      return real(x, w, geo)
+    return _patched(layers, "conv_lax_tuned", tuned), "product"
+  if name == "strided_dx_xla":
+    from jaxseg.ops import conv_grad
+    return _patched(conv_grad, "COL2IM_DX", False), "product"
   if name == "gemm_dw_all":
     from jaxseg.ops import conv_grad
     return _patched(conv_grad, "applies", lambda geo, batch: geo.groups == 1), "product"

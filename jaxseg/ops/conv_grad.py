@@ -2,9 +2,11 @@
 
 The models' conv layers under ``conv_impl="lax"`` (`ops.conv.conv_lax_tuned`)
 compute exactly `lax.conv_general_dilated`; on the CPU their backward pass,
-for the layers where it pays, is this module's: the
-input gradient is XLA's own (the transposed conv), the weight gradient
-dW[t] = X_t^T dY is formed as GEMMs instead of XLA's weight-gradient conv.
+for the layers where it pays, is this module's: the weight gradient
+dW[t] = X_t^T dY is formed as GEMMs instead of XLA's weight-gradient conv, and
+for strided convs the input gradient is a GEMM and an overlap-add by stride
+phases (`col2im_input_grad`) instead of XLA's conv over the stride-dilated
+cotangent; otherwise the input gradient is XLA's own.
 Where it pays was measured in the whole train step (one process, variants
 alternated: `experiments/bench/step_variants.py --variants
 base,xla_conv_grad,gemm_dw_strided_small,gemm_dw_all`, AMD EPYC, 2 cores):
@@ -28,12 +30,15 @@ Two forms of dW, chosen by the size of the patches matrix:
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxseg.ops._common import ConvGeometry, prod
 
+COL2IM_DX = True      # strided convs: dx by `col2im_input_grad` (False: XLA's, for comparisons)
 SMALL_PATCH = 64      # taps * C_in at or below which dW is one GEMM over the transposed patches
 MAX_ROWS_STRIDE1 = 2**14  # stride-1 convs use GEMM dW up to this many output rows (N * prod(out))
 
@@ -91,8 +96,47 @@ def _bwd(geo, res, g):
   from jaxseg.ops.conv import conv_lax
   x, w = res
   # XLA drops dx where nobody uses it (the first layer's input is the data).
-  dx = jax.vjp(lambda v: conv_lax(v, w, geo), x)[1](g)[0]
+  if COL2IM_DX and any(s > 1 for s in geo.stride) and all(d == 1 for d in geo.dilation):
+    dx = col2im_input_grad(g, w, geo)
+  else:
+    dx = jax.vjp(lambda v: conv_lax(v, w, geo), x)[1](g)[0]
   return dx, weight_grad(x, g, geo)
+
+
+def col2im_input_grad(g, w, geo: ConvGeometry):
+  """dx (N, *in, C_in) of a strided, undilated, ungrouped conv: one GEMM, then overlap-add by phases.
+
+  The columns dX = dY W^T (N*P, taps * C_in) hold each output's contribution
+  to each of its taps' inputs; input i (padded: i + lo = o*s + t) sums those
+  of all (o, t) that reach it. Splitting t = a*s + r, the inputs of phase r
+  (i + lo = r mod s) form an image m = o + a on which tap (a, r) is the
+  column block shifted by a: a sum of padded slices that XLA fuses into one
+  loop per phase, reading dX once, with no scatter and no transpose of it.
+  The phases are interleaved (`phase.interleave_phases`) and cropped to the
+  input. On the lab FCN's 5x5/2 100->200 conv this replaced XLA's conv over
+  the stride-dilated cotangent (fcn step 0.352 -> 0.339 s and 0.384 -> 0.368 s
+  in two runs of `experiments/bench/step_variants.py`, variants in turn; the
+  before is the variant strided_dx_xla).
+  """
+  from jaxseg.ops import phase
+  nd, n, cin, cout = geo.nd, g.shape[0], geo.cin, geo.cout
+  out, k, s = geo.out_shape, geo.kernel, geo.stride
+  cols = (g.reshape(-1, cout) @ w.reshape(-1, cout).T).reshape((n,) + out + k + (cin,))
+  q = [-(-kk // ss) for kk, ss in zip(k, s)]
+  m = [o + qq - 1 for o, qq in zip(out, q)]
+  zero = jnp.zeros((), g.dtype)
+  phases = []
+  for r in itertools.product(*(range(ss) for ss in s)):
+    acc = jnp.zeros((n, *m, cin), g.dtype)
+    for a in itertools.product(*(range(qq) for qq in q)):
+      t = tuple(aj * sj + rj for aj, sj, rj in zip(a, s, r))
+      if all(tj < kj for tj, kj in zip(t, k)):
+        block = cols[(slice(None),) * (1 + nd) + t]             # (N, *out, C_in)
+        acc = acc + lax.pad(block, zero, [(0, 0, 0)] + [(aj, mj - oj - aj, 0) for aj, mj, oj
+                                                         in zip(a, m, out)] + [(0, 0, 0)])
+    phases.append(acc)
+  z = jnp.stack(phases, axis=1 + nd).reshape((n, *m, *s, cin))
+  return phase.crop_to_input(phase.interleave_phases(z), geo)
 
 
 def weight_grad(x, g, geo: ConvGeometry):

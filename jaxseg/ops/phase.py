@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from jaxseg.ops._common import ConvGeometry, conv_geometry
+from jaxseg.ops._common import ConvGeometry, conv_geometry, prod
 
 
 def _taps_per_phase(geo: ConvGeometry) -> list[int]:
@@ -43,22 +43,69 @@ def phase_kernel(w, geo: ConvGeometry):
   return w.transpose(perm).reshape(q + [w.shape[-1], -1])      # (*q, C_in, (*s, C_out))
 
 
+# Kernels no larger than the stride (q == 1) as GEMMs per leading phase ("rows"), see
+# `_no_overlap`; False sends them through the one-conv-plus-depth-to-space form too.
+ROWS = True
+
+
+def _no_overlap(y, kern, geo: ConvGeometry):
+  """The phases of a q == 1 transposed conv (kernel <= stride: U-Net's 2x2/2), interleaved by stacking.
+
+  With one tap per phase the stride-1 conv is a GEMM, y (M, C_in) @ kern
+  (C_in, (*s, C_out)). Its columns for one value of the leading phases
+  (r_1..r_{nd-1}) are, reshaped, whole output rows: (N, *blocks, s_nd *
+  C_out) is (N, *blocks[:-1], blocks[-1] * s_nd, C_out). So one GEMM per
+  leading phase and a stack of these rows give the output without the
+  depth-to-space transpose, whose gradient (a space-to-depth copy in chunks of
+  s_nd * C_out floats) cost unet_small's up-convs more than their GEMMs.
+  """
+  nd, n, cin = geo.nd, y.shape[0], y.shape[-1]
+  blocks, s = list(y.shape[1:-1]), list(geo.stride)
+  cout = kern.shape[-1] // prod(s)
+  k2 = kern.reshape(cin, prod(s[:-1]), s[-1] * cout)
+  y2 = y.reshape(-1, cin)
+  rows = [(y2 @ k2[:, i]).reshape([n] + blocks[:-1] + [blocks[-1] * s[-1] * cout])
+          for i in range(prod(s[:-1]))]
+  # rows[i], i = (r_1..r_{nd-1}) row-major: stack the last of them first, at the axis after its block.
+  for j in reversed(range(nd - 1)):
+    groups = [rows[g:g + s[j]] for g in range(0, len(rows), s[j])]
+    rows = [jnp.stack(g, axis=2 + j) for g in groups]
+  z = rows[0]      # (N, b_1, s_1, ..., b_{nd-1}, s_{nd-1}, b_nd * s_nd * C_out)
+  return z.reshape([n] + [b * t for b, t in zip(blocks, s)] + [cout])
+
+
 def conv_transpose_phase(y, w, geo: ConvGeometry):
   """`conv_transpose(y, w)` for the forward geometry `geo` (see `conv_transpose_geometry`)."""
   from jaxseg.ops.conv import conv_lax_tuned
   nd, n = geo.nd, y.shape[0]
   q = _taps_per_phase(geo)
   kern = phase_kernel(w, geo)
-  pads = [(qq - 1, qq - 1) for qq in q]
-  cgeo = conv_geometry(y.shape, kern.shape, stride=1, padding=pads, dilation=1, groups=1)
-  z = conv_lax_tuned(y, kern, cgeo)                            # (N, *blocks, (*s, C_out))
-  blocks = list(z.shape[1:-1])
-  cout = w.shape[-2]
-  z = z.reshape([n] + blocks + list(geo.stride) + [cout])
+  if ROWS and all(qq == 1 for qq in q):
+    z = _no_overlap(y, kern, geo)                              # (N, *(blocks * s), C_out)
+    blocks = list(y.shape[1:-1])
+  else:
+    pads = [(qq - 1, qq - 1) for qq in q]
+    cgeo = conv_geometry(y.shape, kern.shape, stride=1, padding=pads, dilation=1, groups=1)
+    z = conv_lax_tuned(y, kern, cgeo)                          # (N, *blocks, (*s, C_out))
+    blocks = list(z.shape[1:-1])
+    z = interleave_phases(z.reshape([n] + blocks + list(geo.stride) + [w.shape[-2]]))
+  return crop_to_input(z, geo)
+
+
+def interleave_phases(z):
+  """(N, *blocks, *s, C) -> (N, *(blocks * s), C): depth-to-space, phase r of block b at b * s + r."""
+  nd = (z.ndim - 2) // 2
   perm = [0] + [a for j in range(nd) for a in (1 + j, 1 + nd + j)] + [1 + 2 * nd]
-  z = z.transpose(perm).reshape([n] + [b * s for b, s in zip(blocks, geo.stride)] + [cout])
-  # Crop to the output: start at the forward pad lo; the negative pads cut, a
-  # positive one adds outputs no input reaches (zeros).
-  cfg = [(0, 0, 0)] + [(-lo, i + lo - b * s, 0) for b, s, i, (lo, _) in
-                       zip(blocks, geo.stride, geo.in_shape, geo.pads)] + [(0, 0, 0)]
+  shape = [z.shape[0]] + [z.shape[1 + j] * z.shape[1 + nd + j] for j in range(nd)] + [z.shape[-1]]
+  return z.transpose(perm).reshape(shape)
+
+
+def crop_to_input(z, geo: ConvGeometry):
+  """The forward conv's input window of a padded-input-grid array (N, *padded, C).
+
+  Starts at the forward pad lo; the negative pads cut, a positive one adds
+  positions no output reaches (zeros).
+  """
+  cfg = [(0, 0, 0)] + [(-lo, i + lo - p, 0) for p, i, (lo, _) in
+                       zip(z.shape[1:-1], geo.in_shape, geo.pads)] + [(0, 0, 0)]
   return lax.pad(z, jnp.zeros((), z.dtype), cfg)

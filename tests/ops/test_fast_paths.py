@@ -39,6 +39,20 @@ def numpy_weight_grad(x, g, w_shape, *, stride, padding, dilation):
   return dw
 
 
+def numpy_input_grad(g, w, x_shape, *, stride, padding, dilation):
+  """dx: every output o and tap t send g[n, o] w[t]^T back to input o*s + t*d - lo, by loops."""
+  g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+  nd = len(x_shape) - 2
+  geo = conv_geometry(x_shape, w.shape, stride=stride, padding=padding, dilation=dilation, groups=1)
+  dxp = np.zeros((x_shape[0],) + tuple(i + lo + hi for i, (lo, hi) in zip(x_shape[1:-1], geo.pads))
+                 + (x_shape[-1],))
+  for t in itertools.product(*(range(k) for k in w.shape[:nd])):
+    sl = tuple(slice(tj * d, tj * d + (o - 1) * s + 1, s)
+               for tj, d, o, s in zip(t, geo.dilation, geo.out_shape, geo.stride))
+    dxp[(slice(None),) + sl + (slice(None),)] += g @ w[t].T
+  return dxp[(slice(None),) + tuple(slice(lo, lo + i) for (lo, _), i in zip(geo.pads, x_shape[1:-1]))]
+
+
 CASES = [
     # x shape, w shape, stride, padding, dilation -- first: the small-patch path (taps * C_in <= 64)
     ((2, 12, 12, 1), (5, 5, 1, 6), 2, "SAME", 1),        # the FCN's first layer, small
@@ -48,6 +62,11 @@ CASES = [
     ((2, 10, 7, 10), (3, 2, 10, 3), (2, 1), [(0, 2), (1, 0)], (1, 2)),
     ((2, 13, 5), (4, 5, 6), 3, "VALID", 1),              # 1-D
     ((1, 5, 6, 4, 9), (3, 2, 3, 9, 2), (1, 2, 1), "SAME", 1),  # 3-D
+    # strided: dx by col2im_input_grad (GEMM + overlap-add by phases)
+    ((2, 9, 11, 3), (2, 3, 3, 4), (3, 2), "VALID", 1),   # k < s and k == s+1; rows no output reaches
+    ((1, 8, 8, 2), (2, 2, 2, 3), 2, "SAME", 1),          # k == s: no overlap
+    ((1, 7, 9, 2), (1, 1, 2, 3), 2, [(2, 1), (0, 3)], 1),  # 1x1 strided, explicit pads beyond the input
+    ((1, 6, 5, 7, 2), (3, 3, 2, 2, 3), (2, 2, 3), "SAME", 1),  # 3-D, every dim strided
 ]
 
 
@@ -68,6 +87,7 @@ def test_lax_conv_gradients_equal_numpy_and_xla(x_shape, w_shape, stride, paddin
   want = reference.conv(x, w, **kw)
   chex.assert_trees_all_close((np.asarray(y), np.asarray(y_pub)), (want, want), **TOL)
   chex.assert_trees_all_close(np.asarray(dw), numpy_weight_grad(x, g, w_shape, **kw), **TOL)
+  chex.assert_trees_all_close(np.asarray(dx), numpy_input_grad(g, w, x_shape, **kw), **TOL)
   chex.assert_trees_all_close((dx, dw), (dx_xla, dw_xla), **TOL)
   chex.assert_trees_all_close(grads_pub, (dx_xla, dw_xla), **TOL)
 
@@ -103,6 +123,8 @@ PHASE_CASES = [
     ((2, 4, 4, 1), (2, 2, 3, 1), 3, "SAME", (2, 0)),
     ((1, 7, 3), (5, 2, 3), 3, "VALID", None),            # 1-D
     ((1, 3, 2, 4, 2), (3, 2, 3, 2, 2), (2, 2, 1), "SAME", None),  # 3-D
+    ((1, 3, 2, 4, 2), (2, 2, 2, 3, 2), 2, "SAME", None),  # 3-D up-conv: the per-phase GEMM rows
+    ((2, 4, 5, 3), (1, 2, 4, 3), (2, 3), "VALID", None),  # kernel smaller than the stride
 ]
 
 
