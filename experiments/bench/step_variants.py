@@ -254,6 +254,57 @@ def variant(name):
   if name == "strided_dx_xla":
     from jaxseg.ops import conv_grad
     return _patched(conv_grad, "COL2IM_DX", False), "product"
+  if name == "elu_from_output":
+    import importlib
+    import jax
+    import jax.numpy as jnp
+    unet = importlib.import_module("jaxseg.models.unet")
+
+    @jax.custom_jvp
+    def elu(x):
+      return jnp.where(x > 0, x, jnp.expm1(jnp.minimum(x, 0)))
+
+    @elu.defjvp
+    def _elu_jvp(primals, tangents):
+      (x,), (t,) = primals, tangents
+      y = elu(x)
+      return y, t * jnp.where(y > 0, jnp.ones((), y.dtype), y + 1)
+    return _patched_item(unet._ACTIVATIONS, "elu", elu), "product"
+  if name == "relu_from_output":
+    import importlib
+    import jax
+    import jax.numpy as jnp
+    fcn = importlib.import_module("jaxseg.models.fcn")
+
+    @jax.custom_jvp
+    def relu(x):
+      return jnp.maximum(x, 0)
+
+    @relu.defjvp
+    def _relu_jvp(primals, tangents):
+      (x,), (t,) = primals, tangents
+      y = relu(x)
+      return y, jnp.where(y > 0, t, jnp.zeros((), t.dtype))
+
+    class _NN:
+      def __getattr__(self, k):
+        return relu if k == "relu" else getattr(fcn.nn, k)
+    return _patched(fcn, "nn", _NN()), "product"
+  if name == "dw_patches_small_form":
+    from jaxseg.ops import conv_grad
+    return _patched(conv_grad, "SMALL_PATCH", 10**9), "product"
+  if name == "dw_patches_rows":
+    import jax.numpy as jnp
+    from jaxseg.ops import conv_grad
+    from jaxseg.ops.conv import tap_slices
+    real = conv_grad.weight_grad
+
+    def weight_grad(x, g, geo):
+      if conv_grad._small(geo):
+        return real(x, g, geo)
+      cols = jnp.stack(tap_slices(x, geo), -2).reshape(-1, len(geo.taps) * geo.cin)
+      return (cols.T @ g.reshape(-1, geo.cout)).reshape(geo.kernel + (geo.cin, geo.cout))
+    return _patched(conv_grad, "weight_grad", weight_grad), "product"
   if name == "gemm_dw_all":
     from jaxseg.ops import conv_grad
     return _patched(conv_grad, "applies", lambda geo, batch: geo.groups == 1), "product"
