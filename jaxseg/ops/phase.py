@@ -11,6 +11,12 @@ conv (a conv over the input dilated by s), which for the lab FCN's 31x31/16
 upscore does 16*16 times the work; the work here is the kernel zero-padded to
 q*s taps (1.07x for 31/16).
 
+When the kernel is no larger than the stride (q = 1, the U-Net's 2x2/2
+up-convs) the stride-1 conv is a GEMM, done per leading phase so that no
+depth-to-space transpose is needed (`_no_overlap`). The same phase split
+gives the input gradient of a strided conv (`conv_grad.col2im_input_grad`),
+which shares `interleave_phases` and `crop_to_input`.
+
 Dilation 1 only (the models' transposed convs); the conv runs through
 `ops.conv.conv_lax_tuned`, so its gradients are XLA's dx and GEMM dW.
 """
