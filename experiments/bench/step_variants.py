@@ -42,8 +42,10 @@ the proposal for that package can be measured before it is applied:
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
   overlap-add) instead of XLA's conv over the zero-dilated cotangent.
 
-XLA flags cannot change inside one process: compare them with two runs of
-`jaxseg bench --what train` in one shell line instead (see RESULTS.md).
+XLA flags cannot change inside one process: compare them with
+`flags_interleaved.py` instead. Like the `jaxseg` command, the script first
+adds jaxseg's XLA flag to XLA_FLAGS and re-executes itself with glibc's
+huge-page tunable (`jaxseg.xla_flags`, `jaxseg.hugepages`; the same opt-outs).
 """
 
 from __future__ import annotations
@@ -311,7 +313,19 @@ def variant(name):
   raise SystemExit(f"unknown variant {name}")
 
 
+def _same_settings_as_the_command():
+  """XLA_FLAGS and huge pages as `jaxseg bench` has them (before JAX is imported)."""
+  import os
+  from jaxseg import hugepages, xla_flags
+  xla_flags.apply()
+  if hugepages.wanted():
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable] + sys.argv, hugepages.environ_with_tunable(os.environ))
+
+
 def main(argv=None):
+  if argv is None:
+    _same_settings_as_the_command()
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--model", default="fcn")
   p.add_argument("--batch-size", type=int, default=8)
@@ -339,7 +353,8 @@ def main(argv=None):
       times[n] += time_steps(steps[n], args.steps)
     order = order[1:] + order[:1]
   base = statistics.median(times[names[0]])
-  print(f"{args.model}, batch {args.batch_size}, {args.image_size}^2, load {os.getloadavg()[0]:.2f}")
+  print(f"{args.model}, batch {args.batch_size}, {args.image_size}^2, load {os.getloadavg()[0]:.2f}, "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
   print("| variant | median step s | min s | vs first | XLA GFLOP/step |")
   print("|---|---|---|---|---|")
   for n in names:
