@@ -17,8 +17,9 @@ depth-to-space transpose is needed (`_no_overlap`). The same phase split
 gives the input gradient of a strided conv (`conv_grad.col2im_input_grad`),
 which shares `interleave_phases` and `crop_to_input`.
 
-Dilation 1 only (the models' transposed convs); the conv runs through
-`ops.conv.conv_lax_tuned`, so its gradients are XLA's dx and GEMM dW.
+Dilation 1 only (the models' transposed convs). The stride-1 conv (q > 1)
+runs through `ops.conv.conv_lax_tuned`, so its gradients are XLA's dx and
+GEMM dW; the GEMMs of the q = 1 form are differentiated by JAX (GEMMs too).
 """
 
 from __future__ import annotations
@@ -83,12 +84,11 @@ def _no_overlap(y, kern, geo: ConvGeometry):
 def conv_transpose_phase(y, w, geo: ConvGeometry):
   """`conv_transpose(y, w)` for the forward geometry `geo` (see `conv_transpose_geometry`)."""
   from jaxseg.ops.conv import conv_lax_tuned
-  nd, n = geo.nd, y.shape[0]
+  n = y.shape[0]
   q = _taps_per_phase(geo)
   kern = phase_kernel(w, geo)
   if ROWS and all(qq == 1 for qq in q):
     z = _no_overlap(y, kern, geo)                              # (N, *(blocks * s), C_out)
-    blocks = list(y.shape[1:-1])
   else:
     pads = [(qq - 1, qq - 1) for qq in q]
     cgeo = conv_geometry(y.shape, kern.shape, stride=1, padding=pads, dilation=1, groups=1)
