@@ -19,5 +19,7 @@ $J bench --what train --model fcn --sweep --batch-size 8 --image-size 256 --step
     --plot experiments/bench/train_sweep.png --json | tee "$OUT/train_sweep.txt"
 # 4. Before/after for the proposals (one process, variants in turn), and XLA flags.
 .venv/bin/python experiments/bench/step_variants.py --model fcn --variants base,upscore_col2im,pool_reduce_window,plain_step
+.venv/bin/python experiments/bench/step_variants.py --model fcn --steps 5 --rounds 6 --variants base,strided_dx_xla
+.venv/bin/python experiments/bench/step_variants.py --model unet_small --steps 3 --rounds 4 --variants base,upconv_d2s
 bash experiments/bench/xla_flags.sh fcn 2
 uptime
