@@ -176,22 +176,10 @@ def variant(name):
       rows = batch * conv_grad.prod(geo.out_shape)
       return any(s > 1 for s in geo.stride) or (name.endswith("small") and rows <= 2**14)
     return _patched(conv_grad, "applies", applies), "product"
-  if name == "elu_custom_jvp":
-    import jax
+  if name == "elu_custom_jvp":   # adopted: this is jaxseg.models.layers.elu now
     import importlib
-    import jax.numpy as jnp
     unet = importlib.import_module("jaxseg.models.unet")
-
-    @jax.custom_jvp
-    def elu(x):
-      return jnp.where(x > 0, x, jnp.expm1(jnp.minimum(x, 0)))
-
-    @elu.defjvp
-    def _elu_jvp(primals, tangents):
-      (x,), (t,) = primals, tangents
-      y = elu(x)
-      return y, t * jnp.where(x > 0, 1.0, y + 1.0)
-    return _patched_item(unet._ACTIVATIONS, "elu", elu), "product"
+    return _patched_item(unet._ACTIVATIONS, "elu", layers.elu), "product"
   if name == "elu_autodiff":
     import importlib
     import jax
@@ -264,10 +252,10 @@ def variant(name):
 
     @jax.custom_jvp
     def elu(x):
-      return jnp.where(x > 0, x, jnp.expm1(jnp.minimum(x, 0)))
+      return layers.elu(x)
 
     @elu.defjvp
-    def _elu_jvp(primals, tangents):
+    def _elu_jvp(primals, tangents):   # layers.elu's rule with the test on y instead of x
       (x,), (t,) = primals, tangents
       y = elu(x)
       return y, t * jnp.where(y > 0, jnp.ones((), y.dtype), y + 1)

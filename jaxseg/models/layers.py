@@ -48,11 +48,12 @@ def transpose_impl(conv_impl: str, kernel=None, strides=None) -> str:
   """The transposed-conv algorithm used by a model built with `conv_impl`.
 
   With "lax", a strided transposed conv runs in stride-phase form ("phase",
-  `jaxseg.ops.phase`): one stride-1 XLA conv and a depth-to-space, instead of
+  `jaxseg.ops.phase`): one stride-1 XLA conv and a depth-to-space (or, for
+  kernels no larger than the stride, one GEMM per row phase), instead of
   XLA's conv over the stride-dilated input. Fwd+bwd at batch 8
   (experiments/bench/RESULTS.md): the FCN's 31x31/16 upscore 25.8 -> 9.1 ms,
-  unet_small's 2x2/2 32->16 up-conv 639 -> 91 ms. Other impls keep their own
-  adjoint (im2col's is col2im).
+  unet_small's 2x2/2 32->16 up-conv 639 -> 91 ms (-> 21 ms in the GEMM-row
+  form). Other impls keep their own adjoint (im2col's is col2im).
   """
   if conv_impl == "lax" and strides is not None and any(s > 1 for s in strides):
     return "phase"
@@ -86,7 +87,7 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, k + (x.shape[-1], self.features))
     strides = _tuple(self.strides, len(k))
     if self.conv_impl == "lax":
-      # XLA's conv, with GEMM weight gradients where XLA:CPU's are slow (`ops.conv_grad`).
+      # XLA's conv; on the CPU its gradients from `ops.conv_grad` where XLA:CPU's are slow.
       geo = conv_geometry(x.shape, kernel.shape, stride=strides, padding=self.padding,
                           dilation=1, groups=1)
       y = conv_lax_tuned(x, kernel, geo)

@@ -86,7 +86,7 @@ def conv_pallas(x, w, geo: ConvGeometry):
 
 
 def conv_lax_tuned(x, w, geo: ConvGeometry):
-  """XLA's convolution, with the GEMM weight gradient of `conv_grad` on the CPU (same values).
+  """XLA's convolution, with `conv_grad`'s backward pass on the CPU where it pays (same values).
 
   What the models' layers run for ``conv_impl="lax"``. Not the ``impl="lax"``
   of `conv` itself, which stays plain `lax.conv_general_dilated` (linear, so

@@ -122,7 +122,7 @@ def col2im_input_grad(g, w, geo: ConvGeometry):
   nd, n, cin, cout = geo.nd, g.shape[0], geo.cin, geo.cout
   out, k, s = geo.out_shape, geo.kernel, geo.stride
   cols = (g.reshape(-1, cout) @ w.reshape(-1, cout).T).reshape((n,) + out + k + (cin,))
-  q = [-(-kk // ss) for kk, ss in zip(k, s)]
+  q = phase.taps_per_phase(geo)
   m = [o + qq - 1 for o, qq in zip(out, q)]
   zero = jnp.zeros((), g.dtype)
   phases = []

@@ -30,7 +30,7 @@ from jax import lax
 from jaxseg.ops._common import ConvGeometry, conv_geometry, prod
 
 
-def _taps_per_phase(geo: ConvGeometry) -> list[int]:
+def taps_per_phase(geo: ConvGeometry) -> list[int]:
   """q = ceil(k / s) per spatial dim: the taps each output phase sees."""
   return [-(-k // s) for k, s in zip(geo.kernel, geo.stride)]
 
@@ -38,7 +38,7 @@ def _taps_per_phase(geo: ConvGeometry) -> list[int]:
 def phase_kernel(w, geo: ConvGeometry):
   """(*k, C_out, C_in) -> (*q, C_in, prod(s) * C_out): tap p of phase r is w[(q-1-p)*s + r]."""
   nd = geo.nd
-  q = _taps_per_phase(geo)
+  q = taps_per_phase(geo)
   w = lax.pad(w, jnp.zeros((), w.dtype),
               [(0, qq * s - k, 0) for k, s, qq in zip(geo.kernel, geo.stride, q)] + [(0, 0, 0)] * 2)
   shape = []
@@ -85,7 +85,7 @@ def conv_transpose_phase(y, w, geo: ConvGeometry):
   """`conv_transpose(y, w)` for the forward geometry `geo` (see `conv_transpose_geometry`)."""
   from jaxseg.ops.conv import conv_lax_tuned
   n = y.shape[0]
-  q = _taps_per_phase(geo)
+  q = taps_per_phase(geo)
   kern = phase_kernel(w, geo)
   if ROWS and all(qq == 1 for qq in q):
     z = _no_overlap(y, kern, geo)                              # (N, *(blocks * s), C_out)
