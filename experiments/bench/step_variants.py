@@ -39,6 +39,10 @@ the proposal for that package can be measured before it is applied:
 - single_channel_fma / single_channel_fma_gemm: convs with one input channel (the first
   layers) as a sum of taps times kernel rows (elementwise) with XLA's / GEMM dW;
 - small_xla_dw: the FCN's first conv (taps * C_in <= 64) with XLA's weight gradient;
+- xla_small_convs: XLA's convolution for the layers that use the C++ kernels of
+  `jaxseg.ops.cpu_conv` (the way before them);
+- cpu_conv_upto_C_P: the C++ kernels for stride-1 layers with C_in * C_out <= C^2 and
+  at least P^2 output pixels per image (default rule: `cpu_conv.applies`);
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
   overlap-add) instead of XLA's conv over the zero-dilated cotangent.
 
@@ -298,6 +302,18 @@ def variant(name):
   if name == "gemm_dw_all":
     from jaxseg.ops import conv_grad
     return _patched(conv_grad, "applies", lambda geo, batch: geo.groups == 1), "product"
+  if name == "xla_small_convs":
+    from jaxseg.ops import cpu_conv
+    return _patched(cpu_conv, "applies", lambda geo, dtype=None: False), "product"
+  if name.startswith("cpu_conv_upto_"):  # cpu_conv_upto_C_P: Cin*Cout <= C^2, pixels >= P^2
+    from jaxseg.ops import cpu_conv
+    c, px = (int(v) for v in name[len("cpu_conv_upto_"):].split("_"))
+
+    @contextlib.contextmanager
+    def both():
+      with _patched(cpu_conv, "MAX_CHANNEL_PRODUCT", c * c), _patched(cpu_conv, "MIN_PIXELS", px * px):
+        yield
+    return both(), "product"
   raise SystemExit(f"unknown variant {name}")
 
 

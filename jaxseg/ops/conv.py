@@ -86,14 +86,20 @@ def conv_pallas(x, w, geo: ConvGeometry):
 
 
 def conv_lax_tuned(x, w, geo: ConvGeometry):
-  """XLA's convolution, with `conv_grad`'s backward pass on the CPU where it pays (same values).
+  """XLA's convolution, on the CPU with faster kernels where they pay (same values).
+
+  Few-channel layers on large images and first layers run the C++ kernels of
+  `cpu_conv` (`cpu_conv.applies`); other layers where it pays get
+  `conv_grad`'s GEMM backward pass; the rest is plain XLA.
 
   What the models' layers run for ``conv_impl="lax"``. Not the ``impl="lax"``
   of `conv` itself, which stays plain `lax.conv_general_dilated` (linear, so
   `jax.linear_transpose` and every transformation pass through it; a
   `jax.custom_vjp` has no transpose rule).
   """
-  from jaxseg.ops import conv_grad
+  from jaxseg.ops import conv_grad, cpu_conv
+  if cpu_conv.applies(geo, x.dtype):
+    return cpu_conv.conv_geo(*conv_grad.match_varying(x, w), geo)
   if conv_grad.applies(geo, x.shape[0]):
     return conv_grad.conv_lax_gemm_grad(x, w, geo)
   return conv_lax(x, w, geo)

@@ -66,12 +66,21 @@ def conv_lax_gemm_grad(x, w, geo: ConvGeometry):
   batch's axes (`lax.pcast`), whose transpose sums dW over the devices; a
   custom VJP must return cotangents of its inputs' exact type.
   """
+  x, w = match_varying(x, w)
+  return _conv(x, w, geo)
+
+
+def match_varying(x, w):
+  """x and w cast to vary over the same `jax.shard_map` axes (a no-op outside one).
+
+  For custom VJPs of a conv: see `conv_lax_gemm_grad`.
+  """
   vx, vw = _varying(x), _varying(w)
   if vx - vw:
     w = jax.lax.pcast(w, tuple(sorted(vx - vw)), to="varying")
   if vw - vx:
     x = jax.lax.pcast(x, tuple(sorted(vw - vx)), to="varying")
-  return _conv(x, w, geo)
+  return x, w
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

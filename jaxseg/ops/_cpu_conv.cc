@@ -1,0 +1,357 @@
+// Direct 2-D convolution kernels for XLA:CPU, called from JAX through the FFI
+// (jaxseg/ops/cpu_conv.py compiles this file with the machine's C++ compiler
+// on first use and registers the handlers).
+//
+// What they compute (channels-last, float32, strides (sh, sw), pads before
+// (ph, pw); the pads after follow from the output size; taps outside the image
+// count as zeros):
+//   forward  y[n, i, x, o]    = sum_{kh, kw, c} xin[n, i*sh + kh - ph, x*sw + kw - pw, c] w[kh, kw, c, o]
+//   weights  dw[kh, kw, c, o] = sum_{n, i, x}   xin[n, i*sh + kh - ph, x*sw + kw - pw, c] dy[n, i, x, o]
+// For stride 1 the input gradient is the forward with the kernel flipped, its
+// channel axes swapped and the pads mirrored; cpu_conv.py does that.
+//
+// Why: XLA:CPU runs the U-Net's full-resolution 16-32-channel convs at
+// 57-99 GFLOP/s forward+backward on this kind of machine, far from its GEMM
+// rate; output channels in vector lanes (16 floats a vector) and a strip of
+// output pixels in registers reach it. For fixed kh, the (kw, c) taps of one
+// output pixel are contiguous in memory ((x*sw + kw) * C + c), so both kernels
+// run one flat loop over j = kw * C + c.
+//
+// Threads: rows (n, h) are cut into parts; XLA's intra-op thread pool runs
+// helpers, and the calling thread claims parts too, so a call finishes even if
+// no pool thread is free (no waiting on a task that has not started).
+
+#include <algorithm>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+
+inline v16 load(const float* p) { return *reinterpret_cast<const v16u*>(p); }
+inline void store(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
+inline v16 splat(float s) { return v16{s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+// The first n < 16 lanes (the last block of a channel count that is not a multiple of 16).
+#if defined(__AVX512F__)
+inline v16 load_n(const float* p, int64_t n) { return (v16)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p); }
+inline void store_n(float* p, v16 v, int64_t n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v); }
+#else
+inline v16 load_n(const float* p, int64_t n) {
+  v16 v = v16{};
+  for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+  return v;
+}
+inline void store_n(float* p, v16 v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+}
+#endif
+
+// x: (n, h, w, ci); output (n, oh, ow, co); kernel (kh, kw, ci, co); strides
+// sh, sw; the pads before (ph, pw) place output pixel (i, x) at input (i * sh - ph,
+// x * sw - pw); the pads after follow from the output size.
+struct Dims {
+  int64_t n, h, w, ci, oh, ow, co, kh, kw, sh, sw, ph, pw;
+};
+
+// Output pixels [x_lo, x_hi) of a row whose every tap column is inside the image.
+inline void interior(const Dims& d, int64_t* x_lo, int64_t* x_hi) {
+  int64_t lo = (d.pw + d.sw - 1) / d.sw;
+  int64_t hi = d.w - d.kw + d.pw >= 0 ? (d.w - d.kw + d.pw) / d.sw + 1 : 0;
+  lo = std::min(lo, d.ow);
+  *x_lo = lo;
+  *x_hi = std::max(lo, std::min(hi, d.ow));
+}
+
+// ---------------------------------------------------------------- forward
+// P output pixels from x0 on, output channels [o0, o0 + 16 * CV) (the last
+// vector holding `tail` < 16 channels if tail > 0), taps j in [j_lo, j_hi) of
+// each kernel row (j = kw * ci + c). The kernel wk has co_pad >= co columns,
+// zero past co, so whole vectors load.
+template <int CV, int P>
+inline void fwd_strip(const Dims& d, int64_t co_pad, const float* xin_n, const float* wk, float* yrow,
+                      int64_t i, int64_t x0, int64_t o0, int64_t tail, int64_t j_lo, int64_t j_hi) {
+  v16 acc[P][CV];
+  _Pragma("GCC unroll 32")
+  for (int p = 0; p < P; ++p)
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) acc[p][v] = v16{};
+  const int64_t kwc = d.kw * d.ci, step = d.sw * d.ci;
+  for (int64_t kh = 0; kh < d.kh; ++kh) {
+    const int64_t ih = i * d.sh + kh - d.ph;
+    if (ih < 0 || ih >= d.h) continue;
+    const float* xr = xin_n + (ih * d.w + x0 * d.sw - d.pw) * d.ci;  // tap j of pixel x0 + p: xr[p * step + j]
+    const float* wr = wk + kh * kwc * co_pad + o0;
+    for (int64_t j = j_lo; j < j_hi; ++j) {
+      v16 wv[CV];
+      _Pragma("GCC unroll 32")
+      for (int v = 0; v < CV; ++v) wv[v] = load(wr + j * co_pad + 16 * v);
+      _Pragma("GCC unroll 32")
+      for (int p = 0; p < P; ++p) {
+        const v16 b = splat(xr[p * step + j]);
+        _Pragma("GCC unroll 32")
+        for (int v = 0; v < CV; ++v) acc[p][v] += b * wv[v];
+      }
+    }
+  }
+  _Pragma("GCC unroll 32")
+  for (int p = 0; p < P; ++p) {
+    float* out = yrow + (x0 + p) * d.co + o0;
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) {
+      if (tail > 0 && v == CV - 1) store_n(out + 16 * v, acc[p][v], tail);
+      else store(out + 16 * v, acc[p][v]);
+    }
+  }
+}
+
+template <int CV, int P>
+void fwd_row_block(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* y, int64_t r,
+                   int64_t o0, int64_t tail) {
+  const int64_t n = r / d.oh, i = r % d.oh;
+  const float* xin_n = xin + n * d.h * d.w * d.ci;
+  float* yrow = y + r * d.ow * d.co;
+  const int64_t kwc = d.kw * d.ci;
+  int64_t lo, hi;
+  interior(d, &lo, &hi);
+  auto edge = [&](int64_t x) {  // only the taps whose column is inside the image
+    const int64_t c0 = x * d.sw - d.pw;
+    const int64_t j_lo = std::max<int64_t>(0, -c0) * d.ci, j_hi = std::min<int64_t>(d.kw, d.w - c0) * d.ci;
+    fwd_strip<CV, 1>(d, co_pad, xin_n, wk, yrow, i, x, o0, tail, j_lo, std::max(j_lo, j_hi));
+  };
+  for (int64_t x = 0; x < lo; ++x) edge(x);
+  int64_t x = lo;
+  for (; x + P <= hi; x += P) fwd_strip<CV, P>(d, co_pad, xin_n, wk, yrow, i, x, o0, tail, 0, kwc);
+  for (; x + 4 <= hi; x += 4) fwd_strip<CV, 4>(d, co_pad, xin_n, wk, yrow, i, x, o0, tail, 0, kwc);
+  for (; x < hi; ++x) fwd_strip<CV, 1>(d, co_pad, xin_n, wk, yrow, i, x, o0, tail, 0, kwc);
+  for (x = hi; x < d.ow; ++x) edge(x);
+}
+
+void fwd_rows(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* y, int64_t r0,
+              int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    // Blocks of up to 64 output channels; the last holds the remainder.
+    for (int64_t o0 = 0; o0 < d.co; o0 += 64) {
+      const int64_t rem = std::min<int64_t>(64, d.co - o0), tail = rem % 16;
+      if (rem > 48) fwd_row_block<4, 6>(d, co_pad, xin, wk, y, r, o0, tail);
+      else if (rem > 32) fwd_row_block<3, 6>(d, co_pad, xin, wk, y, r, o0, tail);
+      else if (rem > 16) fwd_row_block<2, 6>(d, co_pad, xin, wk, y, r, o0, tail);
+      else fwd_row_block<1, 12>(d, co_pad, xin, wk, y, r, o0, tail);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- weights
+// Taps j in [j0, j0 + G) of kernel row kh, output channels [o0, o0 + 16 * CV)
+// (the last vector `tail` < 16 channels if tail > 0), summed over output rows
+// [r0, r1): added into dw (kh, kw, ci, co).
+template <int CV, int G, bool TAIL>
+inline void dw_group(const Dims& d, const float* xin, const float* dy, float* dw, int64_t r0, int64_t r1,
+                     int64_t kh, int64_t j0, int64_t gn, int64_t o0, int64_t tail) {
+  v16 acc[G][CV];
+  _Pragma("GCC unroll 32")
+  for (int g = 0; g < G; ++g)
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) acc[g][v] = v16{};
+  int64_t lo, hi;
+  interior(d, &lo, &hi);
+  const int64_t step = d.sw * d.ci;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / d.oh, i = r % d.oh, ih = i * d.sh + kh - d.ph;
+    if (ih < 0 || ih >= d.h) continue;
+    const float* xr = xin + ((n * d.h + ih) * d.w - d.pw) * d.ci + j0;  // tap j0 + g of pixel x: xr[x * step + g]
+    const float* dyr = dy + r * d.ow * d.co + o0;
+    for (int64_t x = lo; x < hi; ++x) {
+      v16 dv[CV];
+      _Pragma("GCC unroll 32")
+      for (int v = 0; v < CV; ++v)
+        dv[v] = (TAIL && v == CV - 1) ? load_n(dyr + x * d.co + 16 * v, tail) : load(dyr + x * d.co + 16 * v);
+      const float* xp = xr + x * step;
+      _Pragma("GCC unroll 32")
+      for (int g = 0; g < G; ++g) {
+        if (g >= gn) break;
+        const v16 b = splat(xp[g]);
+        _Pragma("GCC unroll 32")
+        for (int v = 0; v < CV; ++v) acc[g][v] += b * dv[v];
+      }
+    }
+    // Edge pixels: only the taps whose column is inside the image.
+    for (int64_t x = 0; x < d.ow; ++x) {
+      if (x == lo) x = std::max(x, hi);
+      if (x >= d.ow) break;
+      v16 dv[CV];
+      _Pragma("GCC unroll 32")
+      for (int v = 0; v < CV; ++v)
+        dv[v] = (TAIL && v == CV - 1) ? load_n(dyr + x * d.co + 16 * v, tail) : load(dyr + x * d.co + 16 * v);
+      const float* xp = xr + x * step;
+      for (int g = 0; g < gn; ++g) {
+        const int64_t col = x * d.sw + (j0 + g) / d.ci - d.pw;
+        if (col < 0 || col >= d.w) continue;
+        const v16 b = splat(xp[g]);
+        _Pragma("GCC unroll 32")
+        for (int v = 0; v < CV; ++v) acc[g][v] += b * dv[v];
+      }
+    }
+  }
+  float* out = dw + (kh * d.kw * d.ci + j0) * d.co + o0;
+  for (int g = 0; g < gn; ++g)
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) {
+      float* o = out + g * d.co + 16 * v;
+      if (tail > 0 && v == CV - 1) store_n(o, load_n(o, tail) + acc[g][v], tail);
+      else store(o, load(o) + acc[g][v]);
+    }
+}
+
+template <int CV, int G>
+inline void dw_taps(const Dims& d, const float* xin, const float* dy, float* dw, int64_t r0, int64_t r1,
+                    int64_t kh, int64_t o0, int64_t tail) {
+  const int64_t kwc = d.kw * d.ci;
+  for (int64_t j = 0; j < kwc; j += G) {
+    const int64_t gn = std::min<int64_t>(G, kwc - j);
+    if (tail > 0) dw_group<CV, G, true>(d, xin, dy, dw, r0, r1, kh, j, gn, o0, tail);
+    else dw_group<CV, G, false>(d, xin, dy, dw, r0, r1, kh, j, gn, o0, tail);
+  }
+}
+
+// Output rows [r0, r1) in tiles of a few rows (their input and cotangent stay
+// in L2 while every tap group passes over them).
+void dw_rows(const Dims& d, const float* xin, const float* dy, float* dw, int64_t r0, int64_t r1) {
+  const int64_t row_bytes = (d.w * d.ci * d.kh + d.ow * d.co) * 4;
+  const int64_t tile = std::max<int64_t>(1, (256 << 10) / std::max<int64_t>(row_bytes, 1));
+  for (int64_t t0 = r0; t0 < r1; t0 += tile) {
+    const int64_t t1 = std::min(r1, t0 + tile);
+    for (int64_t kh = 0; kh < d.kh; ++kh) {
+      for (int64_t o0 = 0; o0 < d.co; o0 += 64) {
+        const int64_t rem = std::min<int64_t>(64, d.co - o0), tail = rem % 16;
+        if (rem > 48) dw_taps<4, 6>(d, xin, dy, dw, t0, t1, kh, o0, tail);
+        else if (rem > 32) dw_taps<3, 8>(d, xin, dy, dw, t0, t1, kh, o0, tail);
+        else if (rem > 16) dw_taps<2, 12>(d, xin, dy, dw, t0, t1, kh, o0, tail);
+        else dw_taps<1, 16>(d, xin, dy, dw, t0, t1, kh, o0, tail);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- threads
+struct Job {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  int64_t parts = 0;
+};
+
+// Runs body(part) for part in [0, parts) on the calling thread and up to
+// (pool threads - 1) helpers; returns when all parts are done.
+template <typename Body>
+void parallel_parts(ffi::ThreadPool pool, int64_t parts, Body body) {
+  auto job = std::make_shared<Job>();
+  job->parts = parts;
+  auto shared_body = std::make_shared<Body>(std::move(body));
+  auto work = [job, shared_body]() {
+    for (;;) {
+      const int64_t p = job->next.fetch_add(1);
+      if (p >= job->parts) return;
+      (*shared_body)(p);
+      job->done.fetch_add(1);
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), parts) - 1;
+  for (int64_t i = 0; i < helpers; ++i) {
+    auto task = work;
+    pool.Schedule(std::move(task));
+  }
+  work();
+  while (job->done.load() < parts) std::this_thread::yield();
+}
+
+int64_t num_parts(int64_t rows, int64_t threads) {
+  return std::max<int64_t>(1, std::min<int64_t>(rows, 4 * std::max<int64_t>(threads, 1)));
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wk,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  auto xd = x.dimensions(), kd = wk.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || kd.size() != 4 || yd.size() != 4 || kd[2] != xd[3] || kd[3] < yd[3] ||
+      kd[3] % 16 != 0 || yd[0] != xd[0])
+    return ffi::Error::InvalidArgument("jaxseg conv forward: inconsistent shapes");
+  const Dims d{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], kd[0], kd[1], sh, sw, ph, pw};
+  const int64_t co_pad = kd[3];
+  const float* xp = x.typed_data();
+  const float* wp = wk.typed_data();
+  float* yp = y->typed_data();
+  const int64_t rows = d.n * d.oh, parts = num_parts(rows, pool.num_threads());
+  parallel_parts(pool, parts, [=](int64_t p) {
+    fwd_rows(d, co_pad, xp, wp, yp, rows * p / parts, rows * (p + 1) / parts);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                      ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  auto xd = x.dimensions(), gd = dy.dimensions(), wd = dw->dimensions();
+  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4 || wd[2] != xd[3] || wd[3] != gd[3] || gd[0] != xd[0])
+    return ffi::Error::InvalidArgument("jaxseg conv weight gradient: inconsistent shapes");
+  const Dims d{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], wd[0], wd[1], sh, sw, ph, pw};
+  const float* xp = x.typed_data();
+  const float* dyp = dy.typed_data();
+  float* out = dw->typed_data();
+  const int64_t rows = d.n * d.oh, parts = num_parts(rows, pool.num_threads());
+  const int64_t size = d.kh * d.kw * d.ci * d.co;
+  // One partial sum per part (not per thread: parts go to whichever thread
+  // claims them), added in part order so the result does not depend on timing.
+  auto partial = std::make_shared<std::vector<float>>(parts * size, 0.0f);
+  float* pp = partial->data();
+  parallel_parts(pool, parts, [=](int64_t p) {
+    dw_rows(d, xp, dyp, pp + p * size, rows * p / parts, rows * (p + 1) / parts);
+  });
+  std::memcpy(out, pp, size * sizeof(float));
+  for (int64_t p = 1; p < parts; ++p)
+    for (int64_t i = 0; i < size; ++i) out[i] += pp[p * size + i];
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("sh")
+                                  .Attr<int64_t>("sw")
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvWeightGrad, WeightGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("sh")
+                                  .Attr<int64_t>("sw")
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
+
+extern "C" int jaxseg_cpu_conv_vector_bits() {
+#if defined(__AVX512F__)
+  return 512;
+#elif defined(__AVX2__)
+  return 256;
+#else
+  return 128;
+#endif
+}

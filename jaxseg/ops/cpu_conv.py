@@ -1,0 +1,253 @@
+"""Hand-written direct 2-D convolution kernels for the CPU (C++, through XLA's FFI).
+
+`_cpu_conv.cc` holds two kernels, a convolution (any stride and padding) and
+its weight gradient, with output channels in vector lanes and a strip of
+output pixels in registers (read it: each is a loop over kernel rows and one
+flat loop over the (column, channel) taps). For stride 1 the input gradient
+is the same forward kernel with the kernel flipped, its channel axes swapped
+and the pads mirrored (the transposed convolution of a stride-1 conv is a
+conv with the flipped kernel); strided convs take XLA's input gradient (a
+first layer's is dead code anyway).
+
+The models' layers use them (`ops.conv.conv_lax_tuned`) where XLA:CPU's own
+convolution is slow: few channels on large images, and first layers (see
+`applies` for the rule and where it was measured). Everywhere else, and
+whenever the kernels are not available, the XLA convolution runs.
+
+The source is compiled on first use with the machine's C++ compiler
+(``$CXX``, else ``g++`` / ``c++``; ``-O3 -march=native``) into a cache
+directory (``$JAXSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxseg`` or
+``~/.cache/jaxseg``), keyed by the source, the compiler command, jaxlib's
+version and the CPU. The kernels are used only when the compiler targets
+512-bit vectors (AVX-512): the register tiling is written for 32 of them.
+``JAXSEG_CPU_KERNELS=0`` turns them off. A failed compile is logged once and
+leaves the XLA convolution in place; it never fails a run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxseg.errors import ConfigError
+from jaxseg.ops._common import ConvGeometry, conv_geometry, prod
+from jaxseg.ops.conv_grad import _varying
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("_cpu_conv.cc")
+TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad": "JaxsegConvWeightGrad"}
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
+
+# Which layers use the kernels (see `applies`): at most this many input
+# channels times output channels, and at least this many output pixels per image.
+MAX_CHANNEL_PRODUCT = 64 * 64
+MIN_PIXELS = 64 * 64
+SMALL_PATCH = 64   # taps * C_in at or below which any conv (strided too) uses them
+
+_state: dict = {}
+
+
+def enabled() -> bool:
+  return os.environ.get("JAXSEG_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+  if os.environ.get("JAXSEG_CACHE_DIR"):
+    return Path(os.environ["JAXSEG_CACHE_DIR"])
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return Path(base) / "jaxseg"
+
+
+def _compiler() -> str | None:
+  for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+    if name and shutil.which(name):
+      return shutil.which(name)
+  return None
+
+
+def _cpu_id() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      lines = [l for l in f if l.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "".join(sorted(set(lines)))
+  except OSError:
+    return platform.processor()
+
+
+def build(verbose: bool = False) -> Path:
+  """Compile `_cpu_conv.cc` (if not cached) and return the shared library's path.
+
+  Raises RuntimeError with the compiler's message when it fails.
+  """
+  cxx = _compiler()
+  if cxx is None:
+    raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
+  import jaxlib
+  include = jax.ffi.include_dir()
+  cmd = [cxx, *FLAGS, f"-I{include}"]
+  key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(cmd), jaxlib.__version__,
+                                  platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
+  out = cache_dir() / f"cpu_conv_{key}.so"
+  if out.exists():
+    return out
+  out.parent.mkdir(parents=True, exist_ok=True)
+  # Compile to a temporary name and rename: concurrent processes (pytest-xdist
+  # workers) may build at once; each rename is atomic.
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+  os.close(fd)
+  try:
+    proc = subprocess.run([*cmd, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+    if proc.returncode != 0:
+      raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-2000:]}")
+    os.replace(tmp, out)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+  if verbose:
+    print(f"built {out}")
+  return out
+
+
+def available() -> bool:
+  """Whether the kernels are compiled, registered with XLA and target 512-bit vectors."""
+  if "ok" not in _state:
+    _state["ok"] = False
+    if not enabled():
+      return False
+    try:
+      lib = ctypes.cdll.LoadLibrary(str(build()))
+      bits = lib.jaxseg_cpu_conv_vector_bits()
+      if bits < 512:
+        log.info("jaxseg cpu conv kernels: %d-bit vectors only; using XLA's convolution", bits)
+        return False
+      for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+      _state["lib"] = lib
+      _state["ok"] = True
+    except (RuntimeError, OSError) as e:
+      log.warning("jaxseg cpu conv kernels unavailable (%s); using XLA's convolution", str(e).splitlines()[0])
+  return _state["ok"]
+
+
+def supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
+  """Whether the kernels compute this conv at all (regardless of speed): 2-D, float32, ungrouped, undilated."""
+  return (geo.nd == 2 and geo.groups == 1 and all(d == 1 for d in geo.dilation)
+          and jnp.dtype(dtype) == jnp.float32 and min(geo.out_shape) > 0)
+
+
+def applies(geo: ConvGeometry, dtype=jnp.float32) -> bool:
+  """Whether the models' layers use the kernels, on the CPU: few channels on large images.
+
+  Stride-1 layers with C_in * C_out <= MAX_CHANNEL_PRODUCT and at least
+  MIN_PIXELS output pixels per image (the U-Net's 256^2..64^2 layers), and
+  any layer whose taps * C_in <= SMALL_PATCH (a first layer: one input channel,
+  the lab FCN's 5x5/2 conv). Measured layer by layer against XLA's conv
+  (forward and both gradients, `experiments/bench/micro/mb_cpu_conv.py`) and in
+  the train step (`experiments/bench/step_variants.py --variants base,xla_small_convs`).
+  """
+  if jax.default_backend() != "cpu" or not supports(geo, dtype):
+    return False
+  small_channels = (all(s == 1 for s in geo.stride) and geo.cin * geo.cout <= MAX_CHANNEL_PRODUCT
+                    and prod(geo.out_shape) >= MIN_PIXELS)
+  first_layer = prod(geo.kernel) * geo.cin <= SMALL_PATCH
+  return (small_channels or first_layer) and available()
+
+
+def _attrs(geo: ConvGeometry) -> dict:
+  (sh, sw), ((ph, _), (pw, _)) = geo.stride, geo.pads
+  return dict(sh=np.int64(sh), sw=np.int64(sw), ph=np.int64(ph), pw=np.int64(pw))
+
+
+def _like(x, shape):
+  return jax.ShapeDtypeStruct(shape, x.dtype)
+
+
+def _vary_like(a, ref):
+  """`a` cast to vary over the `jax.shard_map` axes `ref` varies over (an FFI call's result
+  carries none; its values are per device)."""
+  missing = _varying(ref) - _varying(a)
+  return jax.lax.pcast(a, tuple(sorted(missing)), to="varying") if missing else a
+
+
+def _forward(x, w, geo: ConvGeometry):
+  co = w.shape[-1]
+  pad = -co % 16   # the kernel loads whole vectors of output channels: zero columns up to a multiple of 16
+  if pad:
+    w = jnp.pad(w, ((0, 0),) * 3 + ((0, pad),))
+  out = _like(x, (x.shape[0], *geo.out_shape, co))
+  return jax.ffi.ffi_call("jaxseg_conv_forward", out, vmap_method="sequential")(x, w, **_attrs(geo))
+
+
+def _weight_grad(x, dy, geo: ConvGeometry):
+  out = _like(x, (*geo.kernel, geo.cin, geo.cout))
+  return jax.ffi.ffi_call("jaxseg_conv_weight_grad", out, vmap_method="sequential")(x, dy, **_attrs(geo))
+
+
+def _input_grad(dy, w, geo: ConvGeometry):
+  """dx: for stride 1, the conv of dy with the flipped, channel-swapped kernel and the pads mirrored
+  (k - 1 - lo before); for strides > 1, XLA's (the first layers that take a stride need no dx)."""
+  if all(s == 1 for s in geo.stride):
+    w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)
+    pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(geo.kernel, geo.pads))
+    dgeo = geo._replace(in_shape=geo.out_shape, out_shape=geo.in_shape, pads=pads, cin=geo.cout, cout=geo.cin)
+    return _forward(dy, w_t, dgeo)
+  x_aval = jax.ShapeDtypeStruct((dy.shape[0], *geo.in_shape, geo.cin), dy.dtype)
+  return jax.linear_transpose(lambda x: _xla(x, w, geo), x_aval)(dy)[0]
+
+
+def _xla(x, w, geo: ConvGeometry):
+  return lax.conv_general_dilated(x, w, geo.stride, list(geo.pads), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x, w, geo):
+  return _vary_like(_forward(x, w, geo), x)
+
+
+def _conv_fwd(x, w, geo):
+  return _conv(x, w, geo), (x, w)
+
+
+def _conv_bwd(geo, res, dy):
+  x, w = res
+  return _vary_like(_input_grad(dy, w, geo), x), _vary_like(_weight_grad(x, dy, geo), w)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv(x, w, *, stride=1, padding="SAME"):
+  """2-D conv of x (N, H, W, C_in) with w (KH, KW, C_in, C_out) by the C++ kernels (float32).
+
+  (The transposed convolution / input gradient of a strided conv is not among
+  them: it is XLA's.)
+
+  Same semantics as `jaxseg.ops.conv` (any stride, "SAME", "VALID" or explicit
+  pads); differentiable. Raises ConfigError for what `supports` rejects and
+  RuntimeError when the kernels are not available on this machine.
+  """
+  geo = conv_geometry(x.shape, w.shape, stride=stride, padding=padding, dilation=1, groups=1)
+  if not supports(geo, x.dtype):
+    raise ConfigError(f"cpu_conv: only ungrouped, undilated 2-D float32 convs (got x {x.shape} {x.dtype}, w {w.shape})")
+  if not available():
+    raise RuntimeError("cpu_conv: the C++ kernels are not available on this machine (see the log)")
+  return conv_geo(x, w, geo)
+
+
+def conv_geo(x, w, geo: ConvGeometry):
+  """`conv` for a checked geometry (what `ops.conv.conv_lax_tuned` calls)."""
+  return _conv(x, w, geo)
