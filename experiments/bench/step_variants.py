@@ -41,6 +41,8 @@ the proposal for that package can be measured before it is applied:
 - small_xla_dw: the FCN's first conv (taps * C_in <= 64) with XLA's weight gradient;
 - xla_small_convs: XLA's convolution for the layers that use the C++ kernels of
   `jaxseg.ops.cpu_conv` (the way before them);
+- strided_fwd_kernel: strided convs with `conv_grad`'s backward take their forward from
+  `cpu_conv`'s C++ kernel instead of XLA's conv (`conv_grad.KERNEL_FORWARD`);
 - cpu_conv_upto_C_P: the C++ kernels for stride-1 layers with C_in * C_out <= C^2 and
   at least P^2 output pixels per image (default rule: `cpu_conv.applies`);
 - strided_dx_col2im: strided lax convs get a VJP whose dx is col2im (one GEMM +
@@ -305,6 +307,9 @@ def variant(name):
   if name == "xla_small_convs":
     from jaxseg.ops import cpu_conv
     return _patched(cpu_conv, "applies", lambda geo, dtype=None: False), "product"
+  if name == "strided_fwd_kernel":
+    from jaxseg.ops import conv_grad
+    return _patched(conv_grad, "KERNEL_FORWARD", True), "product"
   if name.startswith("cpu_conv_upto_"):  # cpu_conv_upto_C_P: Cin*Cout <= C^2, pixels >= P^2
     from jaxseg.ops import cpu_conv
     c, px = (int(v) for v in name[len("cpu_conv_upto_"):].split("_"))

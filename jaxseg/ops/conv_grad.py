@@ -38,6 +38,7 @@ from jax import lax
 
 from jaxseg.ops._common import ConvGeometry, prod
 
+KERNEL_FORWARD = False  # True: strided convs' forward by `cpu_conv`'s C++ kernel (tried: no gain, see kernel_forward)
 COL2IM_DX = True      # strided convs: dx by `col2im_input_grad` (False: XLA's, for comparisons)
 SMALL_PATCH = 64      # taps * C_in at or below which dW is one GEMM over the transposed patches
 MAX_ROWS_STRIDE1 = 2**14  # stride-1 convs use GEMM dW up to this many output rows (N * prod(out))
@@ -92,8 +93,21 @@ def _small(geo: ConvGeometry) -> bool:
   return len(geo.taps) * geo.cin <= SMALL_PATCH
 
 
+def kernel_forward(geo: ConvGeometry, dtype) -> bool:
+  """Whether the forward pass is `cpu_conv`'s C++ kernel instead of XLA's conv (strided 2-D convs,
+  with KERNEL_FORWARD on). Off: on the lab FCN's 5x5/2 100->200 conv the kernel's forward alone is
+  47 -> 41 ms (`experiments/bench/micro/mb_cpu_conv.py`), but the fcn step did not move (0.324 vs
+  0.322 s, `step_variants.py --variants base,strided_fwd_kernel`)."""
+  from jaxseg.ops import cpu_conv
+  return (KERNEL_FORWARD and any(s > 1 for s in geo.stride) and cpu_conv.supports(geo, dtype)
+          and cpu_conv.available())
+
+
 def _forward(x, w, geo):
   from jaxseg.ops.conv import conv_lax
+  if kernel_forward(geo, x.dtype):
+    from jaxseg.ops import cpu_conv
+    return cpu_conv.forward(x, w, geo)
   return conv_lax(x, w, geo)
 
 

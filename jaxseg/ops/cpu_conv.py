@@ -73,8 +73,11 @@ def cache_dir() -> Path:
 
 
 def _compiler() -> str | None:
-  for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-    if name and shutil.which(name):
+  """$CXX if set (and nothing else), else the first of g++, c++, clang++ on the PATH."""
+  if os.environ.get("CXX"):
+    return shutil.which(os.environ["CXX"])
+  for name in ("g++", "c++", "clang++"):
+    if shutil.which(name):
       return shutil.which(name)
   return None
 
@@ -95,7 +98,7 @@ def build(verbose: bool = False) -> Path:
   """
   cxx = _compiler()
   if cxx is None:
-    raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
+    raise RuntimeError(f"no C++ compiler found ({'$CXX=' + os.environ['CXX'] if os.environ.get('CXX') else 'install g++ or set $CXX'})")
   import jaxlib
   include = jax.ffi.include_dir()
   cmd = [cxx, *FLAGS, f"-I{include}"]
@@ -215,11 +218,16 @@ def _xla(x, w, geo: ConvGeometry):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(x, w, geo):
+  return forward(x, w, geo)
+
+
+def forward(x, w, geo: ConvGeometry):
+  """The forward kernel alone (no VJP: for custom VJPs elsewhere, e.g. `conv_grad`'s)."""
   return _vary_like(_forward(x, w, geo), x)
 
 
 def _conv_fwd(x, w, geo):
-  return _conv(x, w, geo), (x, w)
+  return forward(x, w, geo), (x, w)
 
 
 def _conv_bwd(geo, res, dy):

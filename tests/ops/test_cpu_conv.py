@@ -145,12 +145,21 @@ def test_switched_off_by_environment(monkeypatch):
   assert not cpu_conv.applies(geo)
 
 
-def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
-  monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+@pytest.mark.parametrize("compiler", ["missing", "failing"])
+def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog, compiler):
+  if compiler == "failing":
+    cxx = tmp_path / "cxx"
+    cxx.write_text("#!/bin/sh\necho 'error: this compiler fails' >&2\nexit 1\n")
+    cxx.chmod(0o755)
+  else:
+    cxx = tmp_path / "no-such-compiler"
+  monkeypatch.setenv("CXX", str(cxx))
   monkeypatch.setenv("JAXSEG_CACHE_DIR", str(tmp_path / "cache"))
   monkeypatch.setattr(cpu_conv, "_state", {})
-  assert cpu_conv.available() is False
-  assert "unavailable" in caplog.text
+  with caplog.at_level("WARNING", logger="jaxseg.ops.cpu_conv"):
+    assert cpu_conv.available() is False
+  assert "unavailable" in caplog.text and ("fails" in caplog.text or "no C++ compiler" in caplog.text)
+  assert not list((tmp_path / "cache").glob("*.so"))      # no half-written library left behind
   geo = conv_geometry((8, 256, 256, 16), (3, 3, 16, 16), stride=1, padding="SAME", dilation=1, groups=1)
   assert not cpu_conv.applies(geo)
 
