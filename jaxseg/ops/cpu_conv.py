@@ -52,10 +52,10 @@ SOURCE = Path(__file__).with_name("_cpu_conv.cc")
 TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad": "JaxsegConvWeightGrad"}
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 
-# Which layers use the kernels (see `applies`): at most this many input
-# channels times output channels, and at least this many output pixels per image.
-MAX_CHANNEL_PRODUCT = 64 * 64
-MIN_PIXELS = 64 * 64
+# Which layers use the kernels (see `applies`): stride 1 with at most this many
+# input channels times output channels and at least this many output pixels per image.
+MAX_CHANNEL_PRODUCT = 256 * 128
+MIN_PIXELS = 32 * 32
 SMALL_PATCH = 64   # taps * C_in at or below which any conv (strided too) uses them
 
 _state: dict = {}
@@ -153,14 +153,21 @@ def supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
 
 
 def applies(geo: ConvGeometry, dtype=jnp.float32) -> bool:
-  """Whether the models' layers use the kernels, on the CPU: few channels on large images.
+  """Whether the models' layers use the kernels, on the CPU: up to middling channels on images >= 32^2.
 
   Stride-1 layers with C_in * C_out <= MAX_CHANNEL_PRODUCT and at least
-  MIN_PIXELS output pixels per image (the U-Net's 256^2..64^2 layers), and
-  any layer whose taps * C_in <= SMALL_PATCH (a first layer: one input channel,
-  the lab FCN's 5x5/2 conv). Measured layer by layer against XLA's conv
-  (forward and both gradients, `experiments/bench/micro/mb_cpu_conv.py`) and in
-  the train step (`experiments/bench/step_variants.py --variants base,xla_small_convs`).
+  MIN_PIXELS output pixels per image (all of unet_small's 3x3 layers from
+  256^2 down to 32^2; not its 16^2 bottom, nor the lab FCN's 16^2 200-300
+  channel layers, where XLA's weight gradient is faster), and any layer whose
+  taps * C_in <= SMALL_PATCH (a first layer: one input channel, the lab FCN's
+  5x5/2 conv; a 1x1 head on 16 channels). Measured layer by layer against XLA's
+  conv (forward and both gradients, `experiments/bench/micro/mb_cpu_conv.py`)
+  and in the train step, variants in turn in one process
+  (`experiments/bench/step_variants.py --variants cpu_conv_upto_182_32,
+  cpu_conv_upto_128_32,cpu_conv_upto_128_64,base`: unet_small 0.959 / 0.995 /
+  1.081 / 1.063 s for layers down to 32^2 with products <= 182^2 / 128^2, down
+  to 64^2 <= 128^2, down to 64^2 <= 64^2; all layers incl. 16^2: 1.062 vs
+  1.001 s for 128_32).
   """
   if jax.default_backend() != "cpu" or not supports(geo, dtype):
     return False

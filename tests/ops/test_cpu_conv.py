@@ -180,3 +180,14 @@ def test_shard_map_batch_split_matches_single_device():
   ref_dw = numpy_weight_grad(x, 2 * reference.conv(x, w, stride=1, padding="SAME"), w.shape,
                              stride=1, padding="SAME", dilation=1)
   np.testing.assert_allclose(dw, ref_dw, atol=1e-2, rtol=1e-4)
+
+
+def test_conv_grad_forward_by_the_kernel_when_switched_on(monkeypatch):
+  from jaxseg.ops import conv_grad
+  monkeypatch.setattr(conv_grad, "KERNEL_FORWARD", True)
+  x, w = _data((2, 16, 16, 20), (5, 5, 20, 32))
+  geo = conv_geometry(x.shape, w.shape, stride=2, padding="SAME", dilation=1, groups=1)
+  assert conv_grad.applies(geo, 2) and not cpu_conv.applies(geo) and conv_grad.kernel_forward(geo, x.dtype)
+  f = lambda x, w: conv_lax_tuned(x, w, geo)
+  assert "jaxseg_conv_forward" in jax.jit(f).lower(x, w).as_text()
+  np.testing.assert_allclose(jax.jit(f)(x, w), reference.conv(x, w, stride=2, padding="SAME"), **TOL)
