@@ -41,6 +41,10 @@ the proposal for that package can be measured before it is applied:
 - small_xla_dw: the FCN's first conv (taps * C_in <= 64) with XLA's weight gradient;
 - xla_small_convs: XLA's convolution for the layers that use the C++ kernels of
   `jaxseg.ops.cpu_conv` (the way before them);
+- strided_dx_col2im_gemm: strided convs' input gradient as one GEMM + overlap-add
+  (`conv_grad.col2im_input_grad`) instead of one `cpu_conv` kernel conv per stride phase;
+- strided_dw_kernel: strided convs with `conv_grad`'s backward take their weight gradient
+  from `cpu_conv`'s C++ kernel instead of GEMMs over tap slices;
 - strided_fwd_kernel: strided convs with `conv_grad`'s backward take their forward from
   `cpu_conv`'s C++ kernel instead of XLA's conv (`conv_grad.KERNEL_FORWARD`);
 - cpu_conv_upto_C_P: the C++ kernels for stride-1 layers with C_in * C_out <= C^2 and
@@ -307,6 +311,18 @@ def variant(name):
   if name == "xla_small_convs":
     from jaxseg.ops import cpu_conv
     return _patched(cpu_conv, "applies", lambda geo, dtype=None: False), "product"
+  if name == "strided_dx_col2im_gemm":
+    from jaxseg.ops import conv_grad
+    return _patched(conv_grad, "KERNEL_DX", False), "product"
+  if name == "strided_dw_kernel":
+    from jaxseg.ops import conv_grad, cpu_conv
+    real = conv_grad.weight_grad
+
+    def weight_grad(x, g, geo):
+      if any(st > 1 for st in geo.stride) and cpu_conv.supports(geo, x.dtype) and cpu_conv.available():
+        return cpu_conv._vary_like(cpu_conv._weight_grad(x, g, geo), x)
+      return real(x, g, geo)
+    return _patched(conv_grad, "weight_grad", weight_grad), "product"
   if name == "strided_fwd_kernel":
     from jaxseg.ops import conv_grad
     return _patched(conv_grad, "KERNEL_FORWARD", True), "product"

@@ -39,6 +39,7 @@ from jax import lax
 from jaxseg.ops._common import ConvGeometry, prod
 
 KERNEL_FORWARD = False  # True: strided convs' forward by `cpu_conv`'s C++ kernel (tried: no gain, see kernel_forward)
+KERNEL_DX = True      # strided 2-D convs: dx by stride phases on `cpu_conv`'s kernel where available
 COL2IM_DX = True      # strided convs: dx by `col2im_input_grad` (False: XLA's, for comparisons)
 SMALL_PATCH = 64      # taps * C_in at or below which dW is one GEMM over the transposed patches
 MAX_ROWS_STRIDE1 = 2**14  # stride-1 convs use GEMM dW up to this many output rows (N * prod(out))
@@ -116,10 +117,14 @@ def _fwd(x, w, geo):
 
 
 def _bwd(geo, res, g):
+  from jaxseg.ops import cpu_conv
   from jaxseg.ops.conv import conv_lax
   x, w = res
   # XLA drops dx where nobody uses it (the first layer's input is the data).
-  if COL2IM_DX and any(s > 1 for s in geo.stride) and all(d == 1 for d in geo.dilation):
+  strided = any(s > 1 for s in geo.stride) and all(d == 1 for d in geo.dilation)
+  if strided and KERNEL_DX and cpu_conv.supports(geo, g.dtype) and cpu_conv.available():
+    dx = cpu_conv.strided_input_grad(g, w, geo)
+  elif strided and COL2IM_DX:
     dx = col2im_input_grad(g, w, geo)
   else:
     dx = jax.vjp(lambda v: conv_lax(v, w, geo), x)[1](g)[0]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import platform
@@ -193,7 +194,13 @@ def _vary_like(a, ref):
   return jax.lax.pcast(a, tuple(sorted(missing)), to="varying") if missing else a
 
 
+def _require():
+  if not available():
+    raise RuntimeError("cpu_conv: the C++ kernels are not available on this machine (see the log)")
+
+
 def _forward(x, w, geo: ConvGeometry):
+  _require()
   co = w.shape[-1]
   pad = -co % 16   # the kernel loads whole vectors of output channels: zero columns up to a multiple of 16
   if pad:
@@ -203,20 +210,51 @@ def _forward(x, w, geo: ConvGeometry):
 
 
 def _weight_grad(x, dy, geo: ConvGeometry):
+  _require()
   out = _like(x, (*geo.kernel, geo.cin, geo.cout))
   return jax.ffi.ffi_call("jaxseg_conv_weight_grad", out, vmap_method="sequential")(x, dy, **_attrs(geo))
 
 
 def _input_grad(dy, w, geo: ConvGeometry):
   """dx: for stride 1, the conv of dy with the flipped, channel-swapped kernel and the pads mirrored
-  (k - 1 - lo before); for strides > 1, XLA's (the first layers that take a stride need no dx)."""
+  (k - 1 - lo before); for strides > 1, `strided_input_grad`."""
   if all(s == 1 for s in geo.stride):
     w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)
     pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(geo.kernel, geo.pads))
     dgeo = geo._replace(in_shape=geo.out_shape, out_shape=geo.in_shape, pads=pads, cin=geo.cout, cout=geo.cin)
     return _forward(dy, w_t, dgeo)
-  x_aval = jax.ShapeDtypeStruct((dy.shape[0], *geo.in_shape, geo.cin), dy.dtype)
-  return jax.linear_transpose(lambda x: _xla(x, w, geo), x_aval)(dy)[0]
+  return strided_input_grad(dy, w, geo)
+
+
+def strided_input_grad(dy, w, geo: ConvGeometry):
+  """dx of a strided 2-D conv by stride phases: one stride-1 conv of dy per phase, by the forward kernel.
+
+  Input i (padded: i + lo = m*s + r) receives dy[o] w[t] from the taps
+  t = a*s + r, a = m - o: phase r is the stride-1 correlation of dy with the
+  sub-kernel w[r::s] flipped (channel axes swapped), padded q_r - 1 before, on
+  m in [0, out + q - 1) (q = ceil(k / s), the most taps a phase has). The
+  phases are interleaved (`phase.interleave_phases`) and cropped to the input
+  (`phase.crop_to_input`), as `conv_grad.col2im_input_grad` does with the same
+  sums formed from one GEMM's columns instead. No multiplication by the zeros
+  of a stride-dilated cotangent.
+  """
+  from jaxseg.ops import phase
+  n, out, s = dy.shape[0], geo.out_shape, geo.stride
+  q = phase.taps_per_phase(geo)
+  m = tuple(o + qq - 1 for o, qq in zip(out, q))
+  phases = []
+  for r in itertools.product(range(s[0]), range(s[1])):
+    sub = w[r[0]::s[0], r[1]::s[1]]                                 # taps a*s + r: (q_r0, q_r1, C_in, C_out)
+    if 0 in sub.shape[:2]:                                          # kernel smaller than the stride: no taps
+      phases.append(jnp.zeros((n, *m, geo.cin), dy.dtype))
+      continue
+    kern = jnp.swapaxes(sub[::-1, ::-1], 2, 3)                      # (q_r0, q_r1, C_out, C_in)
+    pgeo = geo._replace(in_shape=out, out_shape=m, kernel=sub.shape[:2], stride=(1, 1),
+                        pads=tuple((qr - 1, mm - o) for qr, mm, o in zip(sub.shape[:2], m, out)),
+                        cin=geo.cout, cout=geo.cin)
+    phases.append(_forward(dy, kern, pgeo))
+  z = jnp.stack(phases, axis=3).reshape((n, *m, *s, geo.cin))
+  return phase.crop_to_input(phase.interleave_phases(z), geo)
 
 
 def _xla(x, w, geo: ConvGeometry):
@@ -258,8 +296,7 @@ def conv(x, w, *, stride=1, padding="SAME"):
   geo = conv_geometry(x.shape, w.shape, stride=stride, padding=padding, dilation=1, groups=1)
   if not supports(geo, x.dtype):
     raise ConfigError(f"cpu_conv: only ungrouped, undilated 2-D float32 convs (got x {x.shape} {x.dtype}, w {w.shape})")
-  if not available():
-    raise RuntimeError("cpu_conv: the C++ kernels are not available on this machine (see the log)")
+  _require()
   return conv_geo(x, w, geo)
 
 
