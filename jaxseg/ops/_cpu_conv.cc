@@ -226,14 +226,16 @@ inline void dw_taps(const Dims& d, const float* xin, const float* dy, float* dw,
   }
 }
 
-// Output rows [r0, r1) in tiles of a few rows (their input and cotangent stay
-// in L2 while every tap group passes over them).
+// Output rows [r0, r1): for each kernel row, in tiles of rows whose input row
+// and cotangent fill about half of L2, so that every tap group and channel
+// block passes over them from cache with a long inner loop (the accumulators'
+// round trip to dw, in L3 for a large kernel, happens once per tile).
 void dw_rows(const Dims& d, const float* xin, const float* dy, float* dw, int64_t r0, int64_t r1) {
-  const int64_t row_bytes = (d.w * d.ci * d.kh + d.ow * d.co) * 4;
-  const int64_t tile = std::max<int64_t>(1, (256 << 10) / std::max<int64_t>(row_bytes, 1));
-  for (int64_t t0 = r0; t0 < r1; t0 += tile) {
-    const int64_t t1 = std::min(r1, t0 + tile);
-    for (int64_t kh = 0; kh < d.kh; ++kh) {
+  const int64_t row_bytes = (d.w * d.ci + d.ow * d.co) * 4;
+  const int64_t tile = std::max<int64_t>(1, (512 << 10) / std::max<int64_t>(row_bytes, 1));
+  for (int64_t kh = 0; kh < d.kh; ++kh) {
+    for (int64_t t0 = r0; t0 < r1; t0 += tile) {
+      const int64_t t1 = std::min(r1, t0 + tile);
       for (int64_t o0 = 0; o0 < d.co; o0 += 64) {
         const int64_t rem = std::min<int64_t>(64, d.co - o0), tail = rem % 16;
         if (rem > 48) dw_taps<4, 6>(d, xin, dy, dw, t0, t1, kh, o0, tail);
@@ -307,8 +309,11 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   const float* xp = x.typed_data();
   const float* dyp = dy.typed_data();
   float* out = dw->typed_data();
-  const int64_t rows = d.n * d.oh, parts = num_parts(rows, pool.num_threads());
-  const int64_t size = d.kh * d.kw * d.ci * d.co;
+  const int64_t size = d.kh * d.kw * d.ci * d.co, rows = d.n * d.oh;
+  // Parts for load balance, but no more than one per thread for a kernel over
+  // 64 KiB: each part zeroes, fills and adds a partial sum of its size.
+  const int64_t parts = size * 4 <= (64 << 10) ? num_parts(rows, pool.num_threads())
+                                               : std::min<int64_t>(rows, std::max<int64_t>(pool.num_threads(), 1));
   // One partial sum per part (not per thread: parts go to whichever thread
   // claims them), added in part order so the result does not depend on timing.
   auto partial = std::make_shared<std::vector<float>>(parts * size, 0.0f);

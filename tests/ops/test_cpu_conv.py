@@ -53,6 +53,7 @@ CASES = [
     ((1, 6, 6, 7), (5, 3, 7, 1), 2, [(3, 3), (0, 2)]),    # pads wider than the kernel reach, 1 channel out
     ((1, 4, 3, 24), (3, 3, 24, 16), 1, "SAME"),           # image narrower than a strip; 72 taps per row
     ((3, 5, 40, 8), (1, 1, 8, 32), 1, "SAME"),            # 1x1
+    ((2, 6, 7, 64), (3, 3, 64, 48), 1, "SAME"),           # kernel over 64 KiB: one dW part per thread
     ((1, 7, 8, 3), (1, 1, 3, 16), 2, "SAME"),             # kernel < stride: phases with no taps
     ((2, 10, 9, 6), (2, 2, 6, 20), 3, "VALID"),           # 2x2/3: a third of the phases empty
 ]
