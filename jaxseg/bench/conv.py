@@ -36,10 +36,16 @@ class WrongResult(AssertionError):
   """An impl disagrees with lax beyond the tolerance."""
 
 
+# Not an `ops.conv` impl: what the models' layers run under conv_impl="lax"
+# (`ops.conv.conv_lax_tuned`: XLA's conv, GEMM / phase gradients, and on the CPU
+# the C++ kernels of `ops.cpu_conv` where they pay), timed beside plain lax.
+MODELS_IMPL = "models"
+
+
 def impls_available(kind: str) -> tuple[str, ...]:
   from jaxseg import ops
   if kind == "conv":
-    return tuple(getattr(ops, "CONV_IMPLS", ("direct", "im2col", "matrix", "lax", "pallas")))
+    return tuple(getattr(ops, "CONV_IMPLS", ("direct", "im2col", "matrix", "lax", "pallas"))) + (MODELS_IMPL,)
   return tuple(getattr(ops, "CONV_TRANSPOSE_IMPLS",
                        ("direct", "matrix", "lax", "col2im", "pallas")))
 
@@ -47,6 +53,11 @@ def impls_available(kind: str) -> tuple[str, ...]:
 def layer_fn(layer: ConvLayer, impl: str) -> Callable:
   """``f(x, w)`` running this layer with this impl through ``jaxseg.ops``."""
   kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
+  if layer.kind == "conv" and impl == MODELS_IMPL:
+    from jaxseg.ops._common import conv_geometry
+    from jaxseg.ops.conv import conv_lax_tuned
+    geo = conv_geometry(layer.x_shape, layer.w_shape, groups=layer.groups, **kw)
+    return lambda x, w: conv_lax_tuned(x, w, geo)
   if layer.kind == "conv":
     return functools.partial(_call, "conv", impl=impl, groups=layer.groups, **kw)
   return functools.partial(_call, "conv_transpose", impl=impl, **kw)

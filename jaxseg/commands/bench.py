@@ -26,7 +26,8 @@ def add_arguments(parser):
   parser.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
   parser.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
   parser.add_argument("--impls", type=_csv, default=None,
-                      help="comma-separated conv impls (conv: default all; train: default lax)")
+                      help="comma-separated conv impls (conv: default all, plus 'models': the models' "
+                           "layers under conv_impl lax, with the CPU kernels; train: default lax)")
   parser.add_argument("--steps", type=int, default=5, help="timed calls/steps, median reported")
   parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
   parser.add_argument("--budget", type=float, default=20.0,

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -60,3 +61,26 @@ def test_wrong_impl_is_caught_before_timing(monkeypatch):
   assert by_impl["lax"]["status"] == "ok" and by_impl["lax"]["fwdbwd_s"] > 0
   assert by_impl["im2col"]["status"] == "wrong"
   assert "fwd_s" not in by_impl["im2col"] and "differs from lax" in by_impl["im2col"]["note"]
+
+
+def test_models_row_is_checked_against_lax_and_runs_the_cpu_kernels():
+  # A first layer (taps * C_in <= 64): on a machine with the C++ kernels the
+  # models' path runs them; either way it must agree with lax before timing.
+  from jaxseg.ops import cpu_conv
+  layer = layers_lib.ConvLayer("t", "first", "conv", (2, 40, 40, 1), (5, 5, 1, 20), (2, 20, 20, 20), (2, 2))
+  f = conv_lib.layer_fn(layer, conv_lib.MODELS_IMPL)
+  x, w, _ = conv_lib.layer_inputs(layer)
+  text = jax.jit(f).lower(x, w).as_text()
+  assert ("jaxseg_conv_forward" in text) == cpu_conv.available()
+  rows = conv_lib.bench_layer(layer, ["lax", conv_lib.MODELS_IMPL], steps=1, warmup=0, budget=None,
+                              peak_gflops=100.0)
+  models = next(r for r in rows if r["impl"] == conv_lib.MODELS_IMPL)
+  assert models["status"] == "ok" and models["max_rel_error"] < 1e-4 and models["fwdbwd_s"] > 0
+
+
+def test_models_impl_is_refused_for_train(capsys):
+  from jaxseg import cli
+  status = cli.main(["bench", "--what", "train", "--impls", "models", "--steps", "1"])
+  assert status == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "--impls models" in err[0]
