@@ -56,6 +56,10 @@ CASES = [
     ((2, 6, 7, 64), (3, 3, 64, 48), 1, "SAME"),           # kernel over 64 KiB: one dW part per thread
     ((1, 7, 8, 3), (1, 1, 3, 16), 2, "SAME"),             # kernel < stride: phases with no taps
     ((2, 10, 9, 6), (2, 2, 6, 20), 3, "VALID"),           # 2x2/3: a third of the phases empty
+    # C_in >= 16: the strided dx by stride phases on the kernel (below 16, XLA's dx)
+    ((2, 11, 12, 16), (5, 5, 16, 32), 2, "SAME"),         # the FCN's conv2 in small
+    ((1, 10, 9, 20), (3, 3, 20, 16), 3, [(1, 2), (0, 1)]),  # stride 3, explicit pads, dx tail of 4
+    ((1, 9, 8, 16), (1, 1, 16, 16), 2, "SAME"),           # 1x1/2: phases with no taps
 ]
 IDS = [f"{x[1]}x{x[2]}x{x[3]}-{w[0]}x{w[1]}->{w[3]}/{s}" for x, w, s, _ in CASES]
 
