@@ -41,6 +41,11 @@ the proposal for that package can be measured before it is applied:
 - small_xla_dw: the FCN's first conv (taps * C_in <= 64) with XLA's weight gradient;
 - xla_small_convs: XLA's convolution for the layers that use the C++ kernels of
   `jaxseg.ops.cpu_conv` (the way before them);
+- stride1_xla_dw: every stride-1 conv takes XLA's weight gradient, also the small-patch
+  few-row ones (`conv_grad.MAX_ROWS_STRIDE1 = 0`);
+- stride1_gemm_dw: stride-1 convs with few output rows take GEMM weight gradients whatever
+  their patch size (the FCN's 16^2 layers, the U-Net's 16^2 bottom: the rule before session 5's
+  `conv_grad.STRIDE1_SMALL_ONLY`);
 - strided_dx_col2im_gemm: strided convs' input gradient as one GEMM + overlap-add
   (`conv_grad.col2im_input_grad`) instead of one `cpu_conv` kernel conv per stride phase;
 - strided_dw_kernel: strided convs with `conv_grad`'s backward take their weight gradient
@@ -311,6 +316,12 @@ def variant(name):
   if name == "xla_small_convs":
     from jaxseg.ops import cpu_conv
     return _patched(cpu_conv, "applies", lambda geo, dtype=None: False), "product"
+  if name == "stride1_xla_dw":
+    from jaxseg.ops import conv_grad
+    return _patched(conv_grad, "MAX_ROWS_STRIDE1", 0), "product"
+  if name == "stride1_gemm_dw":
+    from jaxseg.ops import conv_grad
+    return _patched(conv_grad, "STRIDE1_SMALL_ONLY", False), "product"
   if name == "strided_dx_col2im_gemm":
     from jaxseg.ops import conv_grad
     return _patched(conv_grad, "KERNEL_DX", False), "product"

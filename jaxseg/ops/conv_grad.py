@@ -13,9 +13,14 @@ base,xla_conv_grad,gemm_dw_strided_small,gemm_dw_all`, AMD EPYC, 2 cores):
 
 - strided convs, where XLA:CPU's dW is 2-4x slower than its forward: the lab
   FCN's 5x5/2 layers (fcn step 0.403 s all-XLA -> 0.347 s);
-- stride-1 convs with few output rows (N * prod(out) <= 2^14): the FCN's
-  upscore in stride-phase form (2 input channels, 8 x 17 x 17 rows, where
-  XLA's dW conv took ~20 ms) and the U-Net's 16^2 and 32^2 layers;
+- stride-1 convs with few output rows (N * prod(out) <= 2^14) and small
+  patches (taps * C_in <= 64): the FCN's upscore in stride-phase form (2 input
+  channels, 8 x 17 x 17 rows, where XLA's dW conv took ~20 ms). Not the
+  deeper few-row layers (the FCN's 16^2 200-300-channel convs, the U-Net's
+  16^2 bottom): with XLA's own convs (jaxseg.xla_flags) XLA's dW is faster
+  there (fcn step 0.315 -> 0.293 s and 0.310 -> 0.302 s, unet_small 0.972 ->
+  1.010 s and 0.901 -> 0.911 s: noise; `step_variants.py --variants
+  base,stride1_xla_dw`, session 5, before this rule);
 - not the larger stride-1 convs (the U-Net's 64^2..256^2 layers), where the
   tap slices the GEMMs need cost more memory traffic than XLA's dW conv
   (unet_small step 1.78 s with this rule vs 3.07 s with GEMM dW everywhere).
@@ -43,6 +48,7 @@ KERNEL_DX = True      # strided 2-D convs: dx by stride phases on `cpu_conv`'s k
 COL2IM_DX = True      # strided convs: dx by `col2im_input_grad` (False: XLA's, for comparisons)
 SMALL_PATCH = 64      # taps * C_in at or below which dW is one GEMM over the transposed patches
 MAX_ROWS_STRIDE1 = 2**14  # stride-1 convs use GEMM dW up to this many output rows (N * prod(out))
+STRIDE1_SMALL_ONLY = True  # ... and only with small patches (taps * C_in <= SMALL_PATCH)
 
 
 def applies(geo: ConvGeometry, batch: int) -> bool:
@@ -51,7 +57,7 @@ def applies(geo: ConvGeometry, batch: int) -> bool:
     return False
   if any(s > 1 for s in geo.stride):
     return True
-  return batch * prod(geo.out_shape) <= MAX_ROWS_STRIDE1
+  return batch * prod(geo.out_shape) <= MAX_ROWS_STRIDE1 and (_small(geo) or not STRIDE1_SMALL_ONLY)
 
 
 def _varying(a) -> frozenset:

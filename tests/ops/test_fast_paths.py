@@ -104,7 +104,9 @@ def test_which_layers_take_the_gemm_weight_gradient():
   fcn_upscore_phase = geo((8, 16, 16, 2), (2, 2, 2, 512))       # 8 * 17 * 17 rows, padded
   grouped = geo((8, 16, 16, 64), (3, 3, 32, 64), stride=2, groups=2)
   assert conv_grad.applies(fcn_conv0, 8) and conv_grad.applies(fcn_conv1, 8)   # strided
-  assert conv_grad.applies(unet_32, 8) and conv_grad.applies(fcn_upscore_phase, 8)
+  fcn_conv3 = geo((8, 16, 16, 200), (3, 3, 200, 300))            # few rows, large patches
+  assert conv_grad.applies(fcn_upscore_phase, 8)                # few rows, small patches
+  assert not conv_grad.applies(unet_32, 8) and not conv_grad.applies(fcn_conv3, 8)
   assert not conv_grad.applies(unet_full_res, 8)        # XLA's dW is faster there
   assert not conv_grad.applies(unet_128, 8)
   assert not conv_grad.applies(unet_32_batch32, 32)
