@@ -24,6 +24,7 @@ $J bench --what train --model fcn --sweep --batch-size 8 --image-size 256 --step
 # session 5: the C++ conv kernels (jaxseg.ops.cpu_conv) vs XLA's convs, layer by layer and in the step
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution .venv/bin/python experiments/bench/micro/mb_cpu_conv.py --steps 5
 .venv/bin/python experiments/bench/step_variants.py --model unet_small --steps 3 --rounds 3 --variants base,xla_small_convs,cpu_conv_upto_91_64,cpu_conv_upto_64_32
-.venv/bin/python experiments/bench/step_variants.py --model fcn --steps 5 --rounds 3 --variants base,xla_small_convs
+.venv/bin/python experiments/bench/step_variants.py --model unet_small --steps 3 --rounds 4 --variants base,xla_small_convs,stride1_gemm_dw
+.venv/bin/python experiments/bench/step_variants.py --model fcn --steps 5 --rounds 5 --variants base,xla_small_convs,strided_dx_col2im_gemm,strided_fwd_kernel,strided_dw_kernel,stride1_gemm_dw
 bash experiments/bench/xla_flags.sh fcn 2
 uptime
