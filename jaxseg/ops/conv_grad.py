@@ -128,7 +128,8 @@ def _bwd(geo, res, g):
   x, w = res
   # XLA drops dx where nobody uses it (the first layer's input is the data).
   strided = any(s > 1 for s in geo.stride) and all(d == 1 for d in geo.dilation)
-  if strided and KERNEL_DX and cpu_conv.supports(geo, g.dtype) and cpu_conv.available():
+  if (strided and KERNEL_DX and geo.cin >= cpu_conv.MIN_DX_CHANNELS and cpu_conv.supports(geo, g.dtype)
+      and cpu_conv.available()):
     dx = cpu_conv.strided_input_grad(g, w, geo)
   elif strided and COL2IM_DX:
     dx = col2im_input_grad(g, w, geo)

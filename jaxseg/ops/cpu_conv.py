@@ -58,6 +58,7 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 MAX_CHANNEL_PRODUCT = 256 * 128
 MIN_PIXELS = 32 * 32
 SMALL_PATCH = 64   # taps * C_in at or below which any conv (strided too) uses them
+MIN_DX_CHANNELS = 16  # the input gradient by the kernel from this many input channels (else XLA's)
 
 _state: dict = {}
 
@@ -183,10 +184,6 @@ def _attrs(geo: ConvGeometry) -> dict:
   return dict(sh=np.int64(sh), sw=np.int64(sw), ph=np.int64(ph), pw=np.int64(pw))
 
 
-def _like(x, shape):
-  return jax.ShapeDtypeStruct(shape, x.dtype)
-
-
 def _vary_like(a, ref):
   """`a` cast to vary over the `jax.shard_map` axes `ref` varies over (an FFI call's result
   carries none; its values are per device)."""
@@ -205,13 +202,13 @@ def _forward(x, w, geo: ConvGeometry):
   pad = -co % 16   # the kernel loads whole vectors of output channels: zero columns up to a multiple of 16
   if pad:
     w = jnp.pad(w, ((0, 0),) * 3 + ((0, pad),))
-  out = _like(x, (x.shape[0], *geo.out_shape, co))
+  out = jax.ShapeDtypeStruct((x.shape[0], *geo.out_shape, co), x.dtype)
   return jax.ffi.ffi_call("jaxseg_conv_forward", out, vmap_method="sequential")(x, w, **_attrs(geo))
 
 
 def _weight_grad(x, dy, geo: ConvGeometry):
   _require()
-  out = _like(x, (*geo.kernel, geo.cin, geo.cout))
+  out = jax.ShapeDtypeStruct((*geo.kernel, geo.cin, geo.cout), x.dtype)
   return jax.ffi.ffi_call("jaxseg_conv_weight_grad", out, vmap_method="sequential")(x, dy, **_attrs(geo))
 
 
@@ -219,8 +216,9 @@ def _input_grad(dy, w, geo: ConvGeometry):
   """dx: for stride 1, the conv of dy with the flipped, channel-swapped kernel and the pads mirrored
   (k - 1 - lo before); for strides > 1, `strided_input_grad`. With fewer than 16 input channels
   (a first layer, whose dx is dead code in a model) XLA's: the kernel would fill 1/16 of its lanes
-  (the lab FCN's first conv: fwd+bwd 58 ms with XLA's dx, 92 ms with the kernel's)."""
-  if geo.cin < 16:
+  (the lab FCN's first conv in `jaxseg bench --what conv`: fwd+bwd 92 ms with the kernel's dx,
+  58 ms for plain lax)."""
+  if geo.cin < MIN_DX_CHANNELS:
     x_aval = jax.ShapeDtypeStruct((dy.shape[0], *geo.in_shape, geo.cin), dy.dtype)
     return jax.linear_transpose(lambda x: _xla(x, w, geo), x_aval)(dy)[0]
   if all(s == 1 for s in geo.stride):
@@ -291,11 +289,10 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def conv(x, w, *, stride=1, padding="SAME"):
   """2-D conv of x (N, H, W, C_in) with w (KH, KW, C_in, C_out) by the C++ kernels (float32).
 
-  (The transposed convolution / input gradient of a strided conv is not among
-  them: it is XLA's.)
-
   Same semantics as `jaxseg.ops.conv` (any stride, "SAME", "VALID" or explicit
-  pads); differentiable. Raises ConfigError for what `supports` rejects and
+  pads); differentiable: dW by the weight-gradient kernel, dx by the forward
+  kernel (stride phases for strides > 1; XLA's below MIN_DX_CHANNELS input
+  channels). Raises ConfigError for what `supports` rejects and
   RuntimeError when the kernels are not available on this machine.
   """
   geo = conv_geometry(x.shape, w.shape, stride=stride, padding=padding, dilation=1, groups=1)
