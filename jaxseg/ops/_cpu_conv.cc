@@ -329,27 +329,21 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("ph")
-                                  .Attr<int64_t>("pw"));
+// Both handlers: two float32 operands, one result, the strides and the pads before.
+static auto ConvBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("sh")
+      .Attr<int64_t>("sw")
+      .Attr<int64_t>("ph")
+      .Attr<int64_t>("pw");
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvWeightGrad, WeightGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("ph")
-                                  .Attr<int64_t>("pw"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvForward, Forward, ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvWeightGrad, WeightGrad, ConvBinding());
 
 extern "C" int jaxseg_cpu_conv_vector_bits() {
 #if defined(__AVX512F__)
