@@ -20,7 +20,8 @@ def _header(info, peak=None):
            f"jax {info['jax']}, {info['host_cpus']} host cpus, "
            f"load average {' '.join(f'{v:.2f}' for v in info['load_avg'])}, "
            f"GLIBC_TUNABLES={info.get('glibc_tunables') or '(unset)'}, "
-           f"XLA_FLAGS={info.get('xla_flags') or '(unset)'}"]
+           f"XLA_FLAGS={info.get('xla_flags') or '(unset)'}, "
+           f"C++ conv kernels {'on' if info.get('cpu_conv_kernels') else 'off'}"]
   if peak:
     per = ", ".join(f"{n}^2 {g:.0f}" for n, g in peak["per_size"].items())
     lines.append(f"GEMM peak (jnp.dot float32): {peak['gflops']:.0f} GFLOP/s ({per})")

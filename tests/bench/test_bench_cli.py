@@ -22,6 +22,8 @@ def test_train_json_has_step_seconds(capsys):
   assert (res["model"], res["batch_size"], res["image_size"]) == ("cnn3", 2, 32)
   for key in ("peak_rss_mb", "device_kind", "platform", "compile_seconds", "load_avg"):
     assert key in res
+  from jaxseg.ops import cpu_conv
+  assert res["cpu_conv_kernels"] == cpu_conv.available()   # the header says whether they ran
 
 
 def test_peers_without_torch_is_one_line_exit_2(monkeypatch, capsys):
