@@ -170,8 +170,7 @@ def col2im_input_grad(g, w, geo: ConvGeometry):
         acc = acc + lax.pad(block, zero, [(0, 0, 0)] + [(aj, mj - oj - aj, 0) for aj, mj, oj
                                                          in zip(a, m, out)] + [(0, 0, 0)])
     phases.append(acc)
-  z = jnp.stack(phases, axis=1 + nd).reshape((n, *m, *s, cin))
-  return phase.crop_to_input(phase.interleave_phases(z), geo)
+  return phase.assemble_phases(phases, geo)
 
 
 def weight_grad(x, g, geo: ConvGeometry):

@@ -41,10 +41,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxseg.errors import ConfigError
 from jaxseg.ops._common import ConvGeometry, conv_geometry, prod
+from jaxseg.ops.conv import conv_lax
 from jaxseg.ops.conv_grad import _varying
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,7 @@ def _compiler() -> str | None:
   """$CXX if set (and nothing else), else the first of g++, c++, clang++ on the PATH."""
   if os.environ.get("CXX"):
     return shutil.which(os.environ["CXX"])
-  for name in ("g++", "c++", "clang++"):
-    if shutil.which(name):
-      return shutil.which(name)
-  return None
+  return next(filter(None, map(shutil.which, ("g++", "c++", "clang++"))), None)
 
 
 def _cpu_id() -> str:
@@ -93,7 +90,7 @@ def _cpu_id() -> str:
     return platform.processor()
 
 
-def build(verbose: bool = False) -> Path:
+def build() -> Path:
   """Compile `_cpu_conv.cc` (if not cached) and return the shared library's path.
 
   Raises RuntimeError with the compiler's message when it fails.
@@ -122,8 +119,6 @@ def build(verbose: bool = False) -> Path:
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
-  if verbose:
-    print(f"built {out}")
   return out
 
 
@@ -141,7 +136,7 @@ def available() -> bool:
         return False
       for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
-      _state["lib"] = lib
+      _state["lib"] = lib   # keeps the library loaded while XLA holds its handlers
       _state["ok"] = True
     except (RuntimeError, OSError) as e:
       log.warning("jaxseg cpu conv kernels unavailable (%s); using XLA's convolution", str(e).splitlines()[0])
@@ -220,7 +215,7 @@ def _input_grad(dy, w, geo: ConvGeometry):
   58 ms for plain lax)."""
   if geo.cin < MIN_DX_CHANNELS:
     x_aval = jax.ShapeDtypeStruct((dy.shape[0], *geo.in_shape, geo.cin), dy.dtype)
-    return jax.linear_transpose(lambda x: _xla(x, w, geo), x_aval)(dy)[0]
+    return jax.linear_transpose(lambda x: conv_lax(x, w, geo), x_aval)(dy)[0]
   if all(s == 1 for s in geo.stride):
     w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)
     pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(geo.kernel, geo.pads))
@@ -256,12 +251,7 @@ def strided_input_grad(dy, w, geo: ConvGeometry):
                         pads=tuple((qr - 1, mm - o) for qr, mm, o in zip(sub.shape[:2], m, out)),
                         cin=geo.cout, cout=geo.cin)
     phases.append(_forward(dy, kern, pgeo))
-  z = jnp.stack(phases, axis=3).reshape((n, *m, *s, geo.cin))
-  return phase.crop_to_input(phase.interleave_phases(z), geo)
-
-
-def _xla(x, w, geo: ConvGeometry):
-  return lax.conv_general_dilated(x, w, geo.stride, list(geo.pads), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return phase.assemble_phases(phases, geo)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -106,6 +106,19 @@ def interleave_phases(z):
   return z.transpose(perm).reshape(shape)
 
 
+def assemble_phases(phases, geo: ConvGeometry):
+  """A strided conv's input gradient from its stride phases.
+
+  phases: one (N, *m, C_in) array per phase r, in `itertools.product` order
+  of the strides, phase r's m-th entry belonging to padded input m*s + r.
+  Stacked, interleaved (`interleave_phases`) and cropped to the input
+  (`crop_to_input`).
+  """
+  n, m, cin = phases[0].shape[0], phases[0].shape[1:-1], phases[0].shape[-1]
+  z = jnp.stack(phases, axis=1 + geo.nd).reshape((n, *m, *geo.stride, cin))
+  return crop_to_input(interleave_phases(z), geo)
+
+
 def crop_to_input(z, geo: ConvGeometry):
   """The forward conv's input window of a padded-input-grid array (N, *padded, C).
 
