@@ -41,6 +41,10 @@ the proposal for that package can be measured before it is applied:
 - small_xla_dw: the FCN's first conv (taps * C_in <= 64) with XLA's weight gradient;
 - xla_small_convs: XLA's convolution for the layers that use the C++ kernels of
   `jaxseg.ops.cpu_conv` (the way before them);
+- no_winograd: the layers that `jaxseg.ops.winograd.applies` to (the FCN's 5x5/2 conv on
+  64^2 and 3x3 convs on 16^2) as they ran before it (XLA / GEMM backward);
+- winograd_C_P: Winograd for layers with C_in, C_out >= C and at most P^2 output pixels
+  per image (default rule: `winograd.applies`);
 - stride1_xla_dw: every stride-1 conv takes XLA's weight gradient, also the small-patch
   few-row ones (`conv_grad.MAX_ROWS_STRIDE1 = 0`);
 - stride1_gemm_dw: stride-1 convs with few output rows take GEMM weight gradients whatever
@@ -316,6 +320,18 @@ def variant(name):
   if name == "xla_small_convs":
     from jaxseg.ops import cpu_conv
     return _patched(cpu_conv, "applies", lambda geo, dtype=None: False), "product"
+  if name == "no_winograd":
+    from jaxseg.ops import winograd
+    return _patched(winograd, "ENABLED", False), "product"
+  if name.startswith("winograd_"):  # winograd_C_P: C_in, C_out >= C, <= P^2 output pixels
+    from jaxseg.ops import winograd
+    c, px = (int(v) for v in name[len("winograd_"):].split("_"))
+
+    @contextlib.contextmanager
+    def both():
+      with _patched(winograd, "MIN_CHANNELS", c), _patched(winograd, "MAX_TILE_PIXELS", px * px):
+        yield
+    return both(), "product"
   if name == "stride1_xla_dw":
     from jaxseg.ops import conv_grad
     return _patched(conv_grad, "MAX_ROWS_STRIDE1", 0), "product"

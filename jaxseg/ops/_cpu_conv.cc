@@ -327,6 +327,249 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   return ffi::Error::Success();
 }
 
+
+// ---------------------------------------------------------------- Winograd F(4x4, 3x3)
+// A 3x3 stride-1 conv on 6x6 input tiles at stride 4 (Lavin & Gray 2016,
+// points 0, +-1, +-2, inf): y_tile = A^T [(G g G^T) . (B^T d B)] A, summed over
+// input channels. The four transforms below move tiles between images and
+// (36, tiles, channels) arrays, 16 channels a vector; the 36 products over
+// channels are `BatchedMatmul` (forward, input gradient) and `BatchedMatmulTN`
+// (weight gradient). Tile t = (n * th + ti) * tw + tj covers padded input rows
+// 4 ti .. 4 ti + 5 (image row 4 ti - ph + a); outside the image counts as zero.
+
+// out[k * os] = sum_a BT[k][a] in[a * is], k, a < 6.
+inline void bt6(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 t0 = in[0], t1 = in[is], t2 = in[2 * is], t3 = in[3 * is], t4 = in[4 * is], t5 = in[5 * is];
+  const v16 four = splat(4.f), five = splat(5.f), two = splat(2.f);
+  out[0] = four * t0 - five * t2 + t4;
+  out[os] = t3 + t4 - four * (t1 + t2);
+  out[2 * os] = four * (t1 - t2) + t4 - t3;
+  out[3 * os] = two * (t3 - t1) + t4 - t2;
+  out[4 * os] = two * (t1 - t3) + t4 - t2;
+  out[5 * os] = four * t1 - five * t3 + t5;
+}
+// The transpose: out[a * os] = sum_k BT[k][a] in[k * is].
+inline void b6(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 i0 = in[0], i1 = in[is], i2 = in[2 * is], i3 = in[3 * is], i4 = in[4 * is], i5 = in[5 * is];
+  const v16 four = splat(4.f), five = splat(5.f), two = splat(2.f);
+  out[0] = four * i0;
+  out[os] = four * (i2 - i1 + i5) + two * (i4 - i3);
+  out[2 * os] = -five * i0 - four * (i1 + i2) - i3 - i4;
+  out[3 * os] = i1 - i2 + two * (i3 - i4) - five * i5;
+  out[4 * os] = i0 + i1 + i2 + i3 + i4;
+  out[5 * os] = i5;
+}
+// out[i * os] = sum_k AT[i][k] in[k * is], i < 4, k < 6.
+inline void at4(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 m0 = in[0], m1 = in[is], m2 = in[2 * is], m3 = in[3 * is], m4 = in[4 * is], m5 = in[5 * is];
+  const v16 p12 = m1 + m2, d12 = m1 - m2, p34 = m3 + m4, d34 = m3 - m4;
+  out[0] = m0 + p12 + p34;
+  out[os] = d12 + splat(2.f) * d34;
+  out[2 * os] = p12 + splat(4.f) * p34;
+  out[3 * os] = d12 + splat(8.f) * d34 + m5;
+}
+// The transpose: out[k * os] = sum_i AT[i][k] in[i * is].
+inline void a6(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 i0 = in[0], i1 = in[is], i2 = in[2 * is], i3 = in[3 * is];
+  const v16 p02 = i0 + i2, p13 = i1 + i3, q02 = i0 + splat(4.f) * i2, q13 = splat(2.f) * i1 + splat(8.f) * i3;
+  out[0] = i0;
+  out[os] = p02 + p13;
+  out[2 * os] = p02 - p13;
+  out[3 * os] = q02 + q13;
+  out[4 * os] = q02 - q13;
+  out[5 * os] = i3;
+}
+
+struct Tiles {
+  int64_t n, h, w, c, th, tw, ph, pw;  // image (n, h, w, c); th x tw tiles per image; pads before
+  int64_t tiles() const { return n * th * tw; }
+};
+
+// Image (n, h, w, c) -> v (36, tiles, c), for the tile rows [r0, r1) (r = n * th + ti).
+void wino_input_rows(const Tiles& t, const float* x, float* v, int64_t r0, int64_t r1) {
+  const int64_t stride36 = t.tiles() * t.c;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / t.th, ti = r % t.th;
+    for (int64_t tj = 0; tj < t.tw; ++tj) {
+      const int64_t tile = r * t.tw + tj;
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
+        const int64_t cn = std::min<int64_t>(16, t.c - c0);
+        v16 d[36], s[36];
+        for (int a = 0; a < 6; ++a) {
+          const int64_t ih = 4 * ti + a - t.ph;
+          for (int b = 0; b < 6; ++b) {
+            const int64_t iw = 4 * tj + b - t.pw;
+            if (ih < 0 || ih >= t.h || iw < 0 || iw >= t.w) { d[a * 6 + b] = v16{}; continue; }
+            const float* p = x + ((n * t.h + ih) * t.w + iw) * t.c + c0;
+            d[a * 6 + b] = cn == 16 ? load(p) : load_n(p, cn);
+          }
+        }
+        for (int b = 0; b < 6; ++b) bt6(d + b, 6, s + b, 6);      // rows
+        for (int k = 0; k < 6; ++k) bt6(s + 6 * k, 1, d + 6 * k, 1);  // columns
+        float* out = v + tile * t.c + c0;
+        for (int k = 0; k < 36; ++k) {
+          if (cn == 16) store(out + k * stride36, d[k]);
+          else store_n(out + k * stride36, d[k], cn);
+        }
+      }
+    }
+  }
+}
+
+// dv (36, tiles, c) -> dx (n, h, w, c): the transpose of wino_input_rows, for images [n0, n1)
+// (tiles overlap by two rows and columns: one image's tiles are added in order by one thread).
+void wino_input_t_images(const Tiles& t, const float* dv, float* dx, int64_t n0, int64_t n1) {
+  const int64_t stride36 = t.tiles() * t.c;
+  std::memset(dx + n0 * t.h * t.w * t.c, 0, (n1 - n0) * t.h * t.w * t.c * sizeof(float));
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t ti = 0; ti < t.th; ++ti)
+      for (int64_t tj = 0; tj < t.tw; ++tj) {
+        const int64_t tile = (n * t.th + ti) * t.tw + tj;
+        for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
+          const int64_t cn = std::min<int64_t>(16, t.c - c0);
+          v16 d[36], s[36];
+          const float* in = dv + tile * t.c + c0;
+          for (int k = 0; k < 36; ++k) d[k] = cn == 16 ? load(in + k * stride36) : load_n(in + k * stride36, cn);
+          for (int k = 0; k < 6; ++k) b6(d + 6 * k, 1, s + 6 * k, 1);
+          for (int b = 0; b < 6; ++b) b6(s + b, 6, d + b, 6);
+          for (int a = 0; a < 6; ++a) {
+            const int64_t ih = 4 * ti + a - t.ph;
+            if (ih < 0 || ih >= t.h) continue;
+            for (int b = 0; b < 6; ++b) {
+              const int64_t iw = 4 * tj + b - t.pw;
+              if (iw < 0 || iw >= t.w) continue;
+              float* p = dx + ((n * t.h + ih) * t.w + iw) * t.c + c0;
+              if (cn == 16) store(p, load(p) + d[a * 6 + b]);
+              else store_n(p, load_n(p, cn) + d[a * 6 + b], cn);
+            }
+          }
+        }
+      }
+}
+
+// m (36, tiles, c) -> y (n, h, w, c) (h <= 4 th, w <= 4 tw), tile rows [r0, r1).
+void wino_output_rows(const Tiles& t, const float* m, float* y, int64_t r0, int64_t r1) {
+  const int64_t stride36 = t.tiles() * t.c;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / t.th, ti = r % t.th;
+    for (int64_t tj = 0; tj < t.tw; ++tj) {
+      const int64_t tile = r * t.tw + tj;
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
+        const int64_t cn = std::min<int64_t>(16, t.c - c0);
+        v16 d[36], s[24], o[16];
+        const float* in = m + tile * t.c + c0;
+        for (int k = 0; k < 36; ++k) d[k] = cn == 16 ? load(in + k * stride36) : load_n(in + k * stride36, cn);
+        for (int b = 0; b < 6; ++b) at4(d + b, 6, s + b, 6);      // rows: s[i * 6 + b]
+        for (int i = 0; i < 4; ++i) at4(s + 6 * i, 1, o + 4 * i, 1);
+        for (int i = 0; i < 4; ++i) {
+          const int64_t oh = 4 * ti + i;
+          if (oh >= t.h) break;
+          for (int j = 0; j < 4; ++j) {
+            const int64_t ow = 4 * tj + j;
+            if (ow >= t.w) break;
+            float* p = y + ((n * t.h + oh) * t.w + ow) * t.c + c0;
+            if (cn == 16) store(p, o[i * 4 + j]);
+            else store_n(p, o[i * 4 + j], cn);
+          }
+        }
+      }
+    }
+  }
+}
+
+// dy (n, h, w, c) -> dm (36, tiles, c): the transpose of wino_output_rows, tile rows [r0, r1).
+void wino_output_t_rows(const Tiles& t, const float* dy, float* dm, int64_t r0, int64_t r1) {
+  const int64_t stride36 = t.tiles() * t.c;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / t.th, ti = r % t.th;
+    for (int64_t tj = 0; tj < t.tw; ++tj) {
+      const int64_t tile = r * t.tw + tj;
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
+        const int64_t cn = std::min<int64_t>(16, t.c - c0);
+        v16 o[16], s[24], d[36];
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t oh = 4 * ti + i, ow = 4 * tj + j;
+            if (oh >= t.h || ow >= t.w) { o[i * 4 + j] = v16{}; continue; }
+            const float* p = dy + ((n * t.h + oh) * t.w + ow) * t.c + c0;
+            o[i * 4 + j] = cn == 16 ? load(p) : load_n(p, cn);
+          }
+        for (int i = 0; i < 4; ++i) a6(o + 4 * i, 1, s + 6 * i, 1);  // s[i * 6 + b]
+        for (int b = 0; b < 6; ++b) a6(s + b, 6, d + b, 6);
+        float* out = dm + tile * t.c + c0;
+        for (int k = 0; k < 36; ++k) {
+          if (cn == 16) store(out + k * stride36, d[k]);
+          else store_n(out + k * stride36, d[k], cn);
+        }
+      }
+    }
+  }
+}
+
+// Batched products through the conv kernels as 1x1 convs on one row of p pixels.
+Dims gemm_dims(int64_t p, int64_t c, int64_t k) { return Dims{1, 1, p, c, 1, p, k, 1, 1, 1, 1, 0, 0}; }
+
+ffi::Error BatchedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+                         ffi::ResultBuffer<ffi::F32> y) {
+  auto ad = a.dimensions(), bd = b.dimensions(), yd = y->dimensions();
+  if (ad.size() != 3 || bd.size() != 3 || yd.size() != 3 || bd[0] != ad[0] || yd[0] != ad[0] ||
+      bd[1] != ad[2] || yd[1] != ad[1] || bd[2] < yd[2] || bd[2] % 16 != 0)
+    return ffi::Error::InvalidArgument("jaxseg batched matmul: inconsistent shapes");
+  const int64_t nb = ad[0], p = ad[1], c = ad[2], k = yd[2], kp = bd[2];
+  const Dims d = gemm_dims(p, c, k);
+  const float* ap = a.typed_data();
+  const float* bp = b.typed_data();
+  float* yp = y->typed_data();
+  parallel_parts(pool, nb, [=](int64_t i) { fwd_rows(d, kp, ap + i * p * c, bp + i * c * kp, yp + i * p * k, 0, 1); });
+  return ffi::Error::Success();
+}
+
+ffi::Error BatchedMatmulTN(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> g,
+                           ffi::ResultBuffer<ffi::F32> y) {
+  auto ad = a.dimensions(), gd = g.dimensions(), yd = y->dimensions();
+  if (ad.size() != 3 || gd.size() != 3 || yd.size() != 3 || gd[0] != ad[0] || yd[0] != ad[0] ||
+      gd[1] != ad[1] || yd[1] != ad[2] || yd[2] != gd[2])
+    return ffi::Error::InvalidArgument("jaxseg batched matmul TN: inconsistent shapes");
+  const int64_t nb = ad[0], p = ad[1], c = ad[2], k = gd[2];
+  const Dims d = gemm_dims(p, c, k);
+  const float* ap = a.typed_data();
+  const float* gp = g.typed_data();
+  float* yp = y->typed_data();
+  parallel_parts(pool, nb, [=](int64_t i) {
+    std::memset(yp + i * c * k, 0, c * k * sizeof(float));
+    dw_rows(d, ap + i * p * c, gp + i * p * k, yp + i * c * k, 0, 1);
+  });
+  return ffi::Error::Success();
+}
+
+// The transforms: image-shaped and (36, tiles, c)-shaped operands are checked against the attributes.
+ffi::Error WinoTransform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
+                         int64_t th, int64_t tw, int64_t ph, int64_t pw, int64_t kind) {
+  auto id = in.dimensions(), od = out->dimensions();
+  const bool to_tiles = kind == 0 || kind == 3;   // 0 input, 1 input^T, 2 output, 3 output^T
+  auto img = to_tiles ? id : od;
+  auto til = to_tiles ? od : id;
+  if (img.size() != 4 || til.size() != 3 || til[0] != 36 || til[1] != img[0] * th * tw || til[2] != img[3] ||
+      ((kind == 2 || kind == 3) && (img[1] > 4 * th || img[2] > 4 * tw)))
+    return ffi::Error::InvalidArgument("jaxseg winograd transform: inconsistent shapes");
+  const Tiles t{img[0], img[1], img[2], img[3], th, tw, ph, pw};
+  const float* ip = in.typed_data();
+  float* op = out->typed_data();
+  if (kind == 1) {
+    const int64_t parts = std::max<int64_t>(1, t.n);
+    parallel_parts(pool, parts, [=](int64_t i) { wino_input_t_images(t, ip, op, i, i + 1); });
+    return ffi::Error::Success();
+  }
+  const int64_t rows = t.n * t.th, parts = num_parts(rows, pool.num_threads());
+  parallel_parts(pool, parts, [=](int64_t i) {
+    const int64_t r0 = rows * i / parts, r1 = rows * (i + 1) / parts;
+    if (kind == 0) wino_input_rows(t, ip, op, r0, r1);
+    else if (kind == 2) wino_output_rows(t, ip, op, r0, r1);
+    else wino_output_t_rows(t, ip, op, r0, r1);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Both handlers: two float32 operands, one result, the strides and the pads before.
@@ -344,6 +587,22 @@ static auto ConvBinding() {
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvForward, Forward, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvWeightGrad, WeightGrad, ConvBinding());
+
+static auto MatmulBinding() {
+  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>();
+}
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegBatchedMatmul, BatchedMatmul, MatmulBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegBatchedMatmulTN, BatchedMatmulTN, MatmulBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinogradTransform, WinoTransform,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("th")
+                                  .Attr<int64_t>("tw")
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw")
+                                  .Attr<int64_t>("kind"));
 
 extern "C" int jaxseg_cpu_conv_vector_bits() {
 #if defined(__AVX512F__)

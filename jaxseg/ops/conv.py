@@ -88,7 +88,9 @@ def conv_pallas(x, w, geo: ConvGeometry):
 def conv_lax_tuned(x, w, geo: ConvGeometry):
   """XLA's convolution, on the CPU with faster kernels where they pay (same values).
 
-  Few-channel layers on large images and first layers run the C++ kernels of
+  Many-channel layers on small images (3x3/1, 5x5/2) run as Winograd F(4x4, 3x3)
+  (`winograd.applies`; rounding differs from the direct sum by ~1e-6 relative);
+  few-channel layers on large images and first layers run the C++ kernels of
   `cpu_conv` (`cpu_conv.applies`); other layers where it pays get
   `conv_grad`'s GEMM backward pass; the rest is plain XLA.
 
@@ -97,7 +99,9 @@ def conv_lax_tuned(x, w, geo: ConvGeometry):
   `jax.linear_transpose` and every transformation pass through it; a
   `jax.custom_vjp` has no transpose rule).
   """
-  from jaxseg.ops import conv_grad, cpu_conv
+  from jaxseg.ops import conv_grad, cpu_conv, winograd
+  if winograd.applies(geo, x.dtype):
+    return winograd.conv_geo(*conv_grad.match_varying(x, w), geo)
   if cpu_conv.applies(geo, x.dtype):
     return cpu_conv.conv_geo(*conv_grad.match_varying(x, w), geo)
   if conv_grad.applies(geo, x.shape[0]):

@@ -50,7 +50,9 @@ from jaxseg.ops.conv_grad import _varying
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_cpu_conv.cc")
-TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad": "JaxsegConvWeightGrad"}
+TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad": "JaxsegConvWeightGrad",
+           "jaxseg_batched_matmul": "JaxsegBatchedMatmul", "jaxseg_batched_matmul_tn": "JaxsegBatchedMatmulTN",
+           "jaxseg_winograd_transform": "JaxsegWinogradTransform"}
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 
 # Which layers use the kernels (see `applies`): stride 1 with at most this many
