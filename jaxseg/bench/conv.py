@@ -38,8 +38,25 @@ class WrongResult(AssertionError):
 
 # Not an `ops.conv` impl: what the models' layers run under conv_impl="lax"
 # (`ops.conv.conv_lax_tuned`: XLA's conv, GEMM / phase gradients, and on the CPU
-# the C++ kernels of `ops.cpu_conv` where they pay), timed beside plain lax.
+# the C++ kernels of `ops.cpu_conv` and Winograd `ops.winograd` where they pay),
+# timed beside plain lax.
 MODELS_IMPL = "models"
+
+
+def models_route(layer: ConvLayer) -> str:
+  """Which path `conv_lax_tuned` takes for this conv layer (the models row's note)."""
+  from jaxseg.ops import conv_grad, cpu_conv, winograd
+  from jaxseg.ops._common import conv_geometry
+  geo = conv_geometry(layer.x_shape, layer.w_shape, stride=layer.stride, padding=layer.padding,
+                      dilation=layer.dilation, groups=layer.groups)
+  dtype = jnp.float32
+  if winograd.applies(geo, dtype):
+    return "Winograd F(4x4,3x3): fewer multiply-adds than GFLOP/s counts"
+  if cpu_conv.applies(geo, dtype):
+    return "C++ direct conv kernels"
+  if conv_grad.applies(geo, layer.x_shape[0]):
+    return "XLA forward, GEMM backward"
+  return "XLA"
 
 
 def impls_available(kind: str) -> tuple[str, ...]:
@@ -166,6 +183,9 @@ def bench_layer(layer: ConvLayer, impls: Sequence[str], *, steps: int, warmup: i
                gflops_fwd=layer.flops / tf.median / 1e9,
                gflops_fwdbwd=3 * layer.flops / tg.median / 1e9,
                note="; ".join(n for n in (tf.note, tg.note) if n))
+    if impl == MODELS_IMPL and layer.kind == "conv":
+      row["route"] = models_route(layer)
+      row["note"] = "; ".join(n for n in (row["route"], row["note"]) if n)
     if peak_gflops:
       row["frac_peak_fwd"] = row["gflops_fwd"] / peak_gflops
       row["frac_peak_fwdbwd"] = row["gflops_fwdbwd"] / peak_gflops

@@ -76,6 +76,23 @@ def test_models_row_is_checked_against_lax_and_runs_the_cpu_kernels():
                               peak_gflops=100.0)
   models = next(r for r in rows if r["impl"] == conv_lib.MODELS_IMPL)
   assert models["status"] == "ok" and models["max_rel_error"] < 1e-4 and models["fwdbwd_s"] > 0
+  assert models["route"] == ("C++ direct conv kernels" if cpu_conv.available() else "XLA")
+
+
+def test_models_row_names_winograd_where_the_layers_run_it():
+  # The FCN's 3x3 200 -> 300 layer on a small image: Winograd on a machine with the kernels,
+  # checked against lax like every row (its rounding differs from the direct sum's).
+  from jaxseg.ops import cpu_conv
+  layer = layers_lib.table_layers("fcn", batch=1, image_size=64)[2]
+  assert layer.w_shape == (3, 3, 200, 300)
+  x, w, _ = conv_lib.layer_inputs(layer)
+  text = jax.jit(conv_lib.layer_fn(layer, conv_lib.MODELS_IMPL)).lower(x, w).as_text()
+  assert ("jaxseg_winograd_transform" in text) == cpu_conv.available()
+  rows = conv_lib.bench_layer(layer, ["lax", conv_lib.MODELS_IMPL], steps=1, warmup=0, budget=None,
+                              peak_gflops=100.0)
+  models = rows[1]
+  assert models["status"] == "ok" and models["max_rel_error"] < 1e-4
+  assert models["route"].startswith("Winograd") == cpu_conv.available()
 
 
 def test_models_impl_is_refused_for_train(capsys):
