@@ -5,7 +5,8 @@ Each entry of EXPERIMENTS is the exact command line; run one with
   .venv/bin/python experiments/lab/run.py task1      # or task2, task3, search, unet, default, fcn5, models
   .venv/bin/python experiments/lab/run.py --list     # print the commands
 
-It runs `jaxseg <args> --json --workdir runs/lab/<name>` and stores the JSON
+It runs `jaxseg <args> --json --workdir runs/lab/<name>` (in this process, with the
+command's XLA flags and huge pages) and stores the JSON
 result in experiments/lab/results/<name>.json. What they printed on this
 machine is in experiments/lab/RESULTS.md.
 
@@ -82,5 +83,16 @@ def main(argv):
   return status
 
 
+def _same_settings_as_the_command():
+  """XLA_FLAGS and huge pages as the `jaxseg` command has them (before JAX is imported):
+  without them XLA picks other conv kernels, and the runs round (and time) differently."""
+  from jaxseg import hugepages, xla_flags
+  xla_flags.apply()
+  if hugepages.wanted():
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable] + sys.argv, hugepages.environ_with_tunable(os.environ))
+
+
 if __name__ == "__main__":
+  _same_settings_as_the_command()
   raise SystemExit(main(sys.argv[1:]))

@@ -385,125 +385,93 @@ struct Tiles {
   int64_t tiles() const { return n * th * tw; }
 };
 
-// Image (n, h, w, c) -> v (36, tiles, c), for the tile rows [r0, r1) (r = n * th + ti).
+// f(n, ti, tj, tile, c0, cn) for every tile of the tile rows [r0, r1) (r = n * th + ti) and
+// every block of cn <= 16 channels from c0, in order.
+template <typename F>
+inline void each_tile_block(const Tiles& t, int64_t r0, int64_t r1, F f) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t tj = 0; tj < t.tw; ++tj)
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16)
+        f(r / t.th, r % t.th, tj, r * t.tw + tj, c0, std::min<int64_t>(16, t.c - c0));
+}
+inline v16 load_c(const float* p, int64_t cn) { return cn == 16 ? load(p) : load_n(p, cn); }
+inline void store_c(float* p, v16 v, int64_t cn) {
+  if (cn == 16) store(p, v);
+  else store_n(p, v, cn);
+}
+// The 36 values of one tile and channel block of a (36, tiles, c) array.
+inline void load36(const Tiles& t, const float* a, int64_t tile, int64_t c0, int64_t cn, v16* d) {
+  const float* p = a + tile * t.c + c0;
+  for (int k = 0; k < 36; ++k) d[k] = load_c(p + k * t.tiles() * t.c, cn);
+}
+inline void store36(const Tiles& t, float* a, int64_t tile, int64_t c0, int64_t cn, const v16* d) {
+  float* p = a + tile * t.c + c0;
+  for (int k = 0; k < 36; ++k) store_c(p + k * t.tiles() * t.c, d[k], cn);
+}
+// Pixel (row, col) of image n, channels from c0, or null outside the image.
+template <typename T>
+inline T* pixel(const Tiles& t, T* x, int64_t n, int64_t row, int64_t col, int64_t c0) {
+  if (row < 0 || row >= t.h || col < 0 || col >= t.w) return nullptr;
+  return x + ((n * t.h + row) * t.w + col) * t.c + c0;
+}
+
+// Image (n, h, w, c) -> v (36, tiles, c): B^T d B of every tile, tile rows [r0, r1).
 void wino_input_rows(const Tiles& t, const float* x, float* v, int64_t r0, int64_t r1) {
-  const int64_t stride36 = t.tiles() * t.c;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / t.th, ti = r % t.th;
-    for (int64_t tj = 0; tj < t.tw; ++tj) {
-      const int64_t tile = r * t.tw + tj;
-      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
-        const int64_t cn = std::min<int64_t>(16, t.c - c0);
-        v16 d[36], s[36];
-        for (int a = 0; a < 6; ++a) {
-          const int64_t ih = 4 * ti + a - t.ph;
-          for (int b = 0; b < 6; ++b) {
-            const int64_t iw = 4 * tj + b - t.pw;
-            if (ih < 0 || ih >= t.h || iw < 0 || iw >= t.w) { d[a * 6 + b] = v16{}; continue; }
-            const float* p = x + ((n * t.h + ih) * t.w + iw) * t.c + c0;
-            d[a * 6 + b] = cn == 16 ? load(p) : load_n(p, cn);
-          }
-        }
-        for (int b = 0; b < 6; ++b) bt6(d + b, 6, s + b, 6);      // rows
-        for (int k = 0; k < 6; ++k) bt6(s + 6 * k, 1, d + 6 * k, 1);  // columns
-        float* out = v + tile * t.c + c0;
-        for (int k = 0; k < 36; ++k) {
-          if (cn == 16) store(out + k * stride36, d[k]);
-          else store_n(out + k * stride36, d[k], cn);
-        }
+  each_tile_block(t, r0, r1, [&](int64_t n, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+    v16 d[36], s[36];
+    for (int a = 0; a < 6; ++a)
+      for (int b = 0; b < 6; ++b) {
+        const float* p = pixel(t, x, n, 4 * ti + a - t.ph, 4 * tj + b - t.pw, c0);
+        d[a * 6 + b] = p ? load_c(p, cn) : v16{};
       }
-    }
-  }
+    for (int b = 0; b < 6; ++b) bt6(d + b, 6, s + b, 6);          // rows
+    for (int k = 0; k < 6; ++k) bt6(s + 6 * k, 1, d + 6 * k, 1);  // columns
+    store36(t, v, tile, c0, cn, d);
+  });
 }
 
 // dv (36, tiles, c) -> dx (n, h, w, c): the transpose of wino_input_rows, for images [n0, n1)
 // (tiles overlap by two rows and columns: one image's tiles are added in order by one thread).
 void wino_input_t_images(const Tiles& t, const float* dv, float* dx, int64_t n0, int64_t n1) {
-  const int64_t stride36 = t.tiles() * t.c;
   std::memset(dx + n0 * t.h * t.w * t.c, 0, (n1 - n0) * t.h * t.w * t.c * sizeof(float));
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t ti = 0; ti < t.th; ++ti)
-      for (int64_t tj = 0; tj < t.tw; ++tj) {
-        const int64_t tile = (n * t.th + ti) * t.tw + tj;
-        for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
-          const int64_t cn = std::min<int64_t>(16, t.c - c0);
-          v16 d[36], s[36];
-          const float* in = dv + tile * t.c + c0;
-          for (int k = 0; k < 36; ++k) d[k] = cn == 16 ? load(in + k * stride36) : load_n(in + k * stride36, cn);
-          for (int k = 0; k < 6; ++k) b6(d + 6 * k, 1, s + 6 * k, 1);
-          for (int b = 0; b < 6; ++b) b6(s + b, 6, d + b, 6);
-          for (int a = 0; a < 6; ++a) {
-            const int64_t ih = 4 * ti + a - t.ph;
-            if (ih < 0 || ih >= t.h) continue;
-            for (int b = 0; b < 6; ++b) {
-              const int64_t iw = 4 * tj + b - t.pw;
-              if (iw < 0 || iw >= t.w) continue;
-              float* p = dx + ((n * t.h + ih) * t.w + iw) * t.c + c0;
-              if (cn == 16) store(p, load(p) + d[a * 6 + b]);
-              else store_n(p, load_n(p, cn) + d[a * 6 + b], cn);
-            }
-          }
-        }
-      }
+  each_tile_block(t, n0 * t.th, n1 * t.th, [&](int64_t n, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+    v16 d[36], s[36];
+    load36(t, dv, tile, c0, cn, d);
+    for (int k = 0; k < 6; ++k) b6(d + 6 * k, 1, s + 6 * k, 1);
+    for (int b = 0; b < 6; ++b) b6(s + b, 6, d + b, 6);
+    for (int a = 0; a < 6; ++a)
+      for (int b = 0; b < 6; ++b)
+        if (float* p = pixel(t, dx, n, 4 * ti + a - t.ph, 4 * tj + b - t.pw, c0))
+          store_c(p, load_c(p, cn) + d[a * 6 + b], cn);
+  });
 }
 
-// m (36, tiles, c) -> y (n, h, w, c) (h <= 4 th, w <= 4 tw), tile rows [r0, r1).
+// m (36, tiles, c) -> y (n, h, w, c) (h <= 4 th, w <= 4 tw): A^T m A, tile rows [r0, r1).
 void wino_output_rows(const Tiles& t, const float* m, float* y, int64_t r0, int64_t r1) {
-  const int64_t stride36 = t.tiles() * t.c;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / t.th, ti = r % t.th;
-    for (int64_t tj = 0; tj < t.tw; ++tj) {
-      const int64_t tile = r * t.tw + tj;
-      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
-        const int64_t cn = std::min<int64_t>(16, t.c - c0);
-        v16 d[36], s[24], o[16];
-        const float* in = m + tile * t.c + c0;
-        for (int k = 0; k < 36; ++k) d[k] = cn == 16 ? load(in + k * stride36) : load_n(in + k * stride36, cn);
-        for (int b = 0; b < 6; ++b) at4(d + b, 6, s + b, 6);      // rows: s[i * 6 + b]
-        for (int i = 0; i < 4; ++i) at4(s + 6 * i, 1, o + 4 * i, 1);
-        for (int i = 0; i < 4; ++i) {
-          const int64_t oh = 4 * ti + i;
-          if (oh >= t.h) break;
-          for (int j = 0; j < 4; ++j) {
-            const int64_t ow = 4 * tj + j;
-            if (ow >= t.w) break;
-            float* p = y + ((n * t.h + oh) * t.w + ow) * t.c + c0;
-            if (cn == 16) store(p, o[i * 4 + j]);
-            else store_n(p, o[i * 4 + j], cn);
-          }
-        }
-      }
-    }
-  }
+  each_tile_block(t, r0, r1, [&](int64_t n, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+    v16 d[36], s[24], o[16];
+    load36(t, m, tile, c0, cn, d);
+    for (int b = 0; b < 6; ++b) at4(d + b, 6, s + b, 6);      // rows: s[i * 6 + b]
+    for (int i = 0; i < 4; ++i) at4(s + 6 * i, 1, o + 4 * i, 1);
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        if (float* p = pixel(t, y, n, 4 * ti + i, 4 * tj + j, c0)) store_c(p, o[i * 4 + j], cn);
+  });
 }
 
 // dy (n, h, w, c) -> dm (36, tiles, c): the transpose of wino_output_rows, tile rows [r0, r1).
 void wino_output_t_rows(const Tiles& t, const float* dy, float* dm, int64_t r0, int64_t r1) {
-  const int64_t stride36 = t.tiles() * t.c;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / t.th, ti = r % t.th;
-    for (int64_t tj = 0; tj < t.tw; ++tj) {
-      const int64_t tile = r * t.tw + tj;
-      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
-        const int64_t cn = std::min<int64_t>(16, t.c - c0);
-        v16 o[16], s[24], d[36];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) {
-            const int64_t oh = 4 * ti + i, ow = 4 * tj + j;
-            if (oh >= t.h || ow >= t.w) { o[i * 4 + j] = v16{}; continue; }
-            const float* p = dy + ((n * t.h + oh) * t.w + ow) * t.c + c0;
-            o[i * 4 + j] = cn == 16 ? load(p) : load_n(p, cn);
-          }
-        for (int i = 0; i < 4; ++i) a6(o + 4 * i, 1, s + 6 * i, 1);  // s[i * 6 + b]
-        for (int b = 0; b < 6; ++b) a6(s + b, 6, d + b, 6);
-        float* out = dm + tile * t.c + c0;
-        for (int k = 0; k < 36; ++k) {
-          if (cn == 16) store(out + k * stride36, d[k]);
-          else store_n(out + k * stride36, d[k], cn);
-        }
+  each_tile_block(t, r0, r1, [&](int64_t n, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+    v16 o[16], s[24], d[36];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        const float* p = pixel(t, dy, n, 4 * ti + i, 4 * tj + j, c0);
+        o[i * 4 + j] = p ? load_c(p, cn) : v16{};
       }
-    }
-  }
+    for (int i = 0; i < 4; ++i) a6(o + 4 * i, 1, s + 6 * i, 1);  // s[i * 6 + b]
+    for (int b = 0; b < 6; ++b) a6(s + b, 6, d + b, 6);
+    store36(t, dm, tile, c0, cn, d);
+  });
 }
 
 // Batched products through the conv kernels as 1x1 convs on one row of p pixels.
