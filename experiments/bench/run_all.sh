@@ -26,5 +26,9 @@ GLIBC_TUNABLES=glibc.malloc.hugetlb=1 XLA_FLAGS=--xla_cpu_experimental_ynn_fusio
 .venv/bin/python experiments/bench/step_variants.py --model unet_small --steps 3 --rounds 3 --variants base,xla_small_convs,cpu_conv_upto_91_64,cpu_conv_upto_64_32
 .venv/bin/python experiments/bench/step_variants.py --model unet_small --steps 3 --rounds 4 --variants base,xla_small_convs,stride1_gemm_dw
 .venv/bin/python experiments/bench/step_variants.py --model fcn --steps 5 --rounds 5 --variants base,xla_small_convs,strided_dx_col2im_gemm,strided_fwd_kernel,strided_dw_kernel,stride1_gemm_dw
+# session 6: Winograd F(4x4, 3x3) (jaxseg.ops.winograd) vs the path before it, layer by layer and in the step
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution .venv/bin/python experiments/bench/micro/mb_winograd.py --steps 7
+.venv/bin/python experiments/bench/step_variants.py --model fcn --steps 5 --rounds 4 --variants base,no_winograd
+.venv/bin/python experiments/bench/step_variants.py --model unet_small --steps 3 --rounds 4 --variants base,no_winograd,winograd_64_64,winograd_100_64,winograd_32_128
 bash experiments/bench/xla_flags.sh fcn 2
 uptime
