@@ -97,7 +97,8 @@ def test_transforms_and_their_transposes(shape, th, tw, ph, pw):
   np.testing.assert_allclose(np.vdot(dy.astype(np.float64), y), np.vdot(dm.astype(np.float64), e), rtol=1e-5)
 
 
-@pytest.mark.parametrize("b,p,c,k", [(3, 13, 20, 36), (2, 40, 7, 16), (36, 8, 33, 5)])
+@pytest.mark.parametrize("b,p,c,k", [(3, 13, 20, 36), (2, 40, 7, 16), (36, 8, 33, 5),
+                                     (2, 15, 300, 20)])   # over one block of 128 channels; tail of 4
 def test_batched_products(b, p, c, k):
   r = np.random.default_rng(2)
   a = r.standard_normal((b, p, c)).astype(np.float32)
