@@ -222,3 +222,20 @@ def test_model_gradients_match_pure_xla(name, monkeypatch):
   pure_xla = grad()
   for a, b in zip(jax.tree.leaves(with_kernels), jax.tree.leaves(pure_xla)):
     np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.max(jnp.abs(b))) + 1e-8, rtol=1e-4)
+
+
+def test_switched_off_a_model_lowers_for_a_gpu_without_cpu_custom_calls(monkeypatch):
+  # The kernels are chosen at trace time from the default backend; on a CPU host the way to
+  # lower a conv_impl="lax" model for CUDA is JAXSEG_CPU_KERNELS=0 (README).
+  from jaxseg import losses, models
+  m = models.create("fcn")
+  x = jnp.zeros((2, 64, 64, 1))
+  y = jnp.zeros((2, 64, 64), jnp.int32)
+  params = m.init(jax.random.key(0), x)
+  def lowered_for_cuda():   # a new function each time: no cached trace
+    g = lambda p: jax.grad(lambda p: losses.softmax_cross_entropy(m.apply(p, x), y))(p)
+    return jax.jit(g).trace(params).lower(lowering_platforms=("cuda",)).as_text()
+  assert "jaxseg_" in lowered_for_cuda()
+  monkeypatch.setenv("JAXSEG_CPU_KERNELS", "0")
+  monkeypatch.setattr(cpu_conv, "_state", {})
+  assert "jaxseg_" not in lowered_for_cuda()
