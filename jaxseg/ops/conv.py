@@ -89,7 +89,7 @@ def conv_lax_tuned(x, w, geo: ConvGeometry):
   """XLA's convolution, on the CPU with faster kernels where they pay (same values).
 
   Many-channel layers on small images (3x3/1, 5x5/2) run as Winograd F(4x4, 3x3)
-  (`winograd.applies`; rounding differs from the direct sum by ~1e-6 relative);
+  (`winograd.applies`; rounding differs from the direct sum by 1e-6 to 1e-5 relative);
   few-channel layers on large images and first layers run the C++ kernels of
   `cpu_conv` (`cpu_conv.applies`); other layers where it pays get
   `conv_grad`'s GEMM backward pass; the rest is plain XLA.

@@ -204,7 +204,7 @@ def test_conv_grad_forward_by_the_kernel_when_switched_on(monkeypatch):
 def test_model_gradients_match_pure_xla(name, monkeypatch):
   # The whole model's loss gradient with the kernels (first layers, stride-phase dx,
   # the U-Net's >= 32^2 layers, Winograd for the many-channel ones) vs with XLA's convs
-  # everywhere. Winograd rounds differently (~1e-6 of a layer's scale), within the same bound.
+  # everywhere. Winograd rounds differently (1e-6 to 1e-5 of a layer's scale), within the same bound.
   from jaxseg import losses, models
   from jaxseg.ops import conv_grad, winograd
   m = models.create(name)
