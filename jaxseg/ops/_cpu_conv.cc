@@ -17,6 +17,10 @@
 // output pixel are contiguous in memory ((x*sw + kw) * C + c), so both kernels
 // run one flat loop over j = kw * C + c.
 //
+// Also here: the tile transforms of Winograd F(4x4, 3x3) and batched matrix
+// products (the forward and weight-gradient kernels as 1x1 convs), which
+// jaxseg/ops/winograd.py combines into 3x3 (and space-to-depth 5x5/2) convs.
+//
 // Threads: rows (n, h) are cut into parts; XLA's intra-op thread pool runs
 // helpers, and the calling thread claims parts too, so a call finishes even if
 // no pool thread is free (no waiting on a task that has not started).
