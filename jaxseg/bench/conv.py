@@ -43,20 +43,17 @@ class WrongResult(AssertionError):
 MODELS_IMPL = "models"
 
 
+ROUTE_NOTES = {"winograd": "Winograd F(4x4,3x3): fewer multiply-adds than GFLOP/s counts",
+               "cpu_conv": "C++ direct conv kernels", "gemm_grad": "XLA forward, GEMM backward", "xla": "XLA"}
+
+
 def models_route(layer: ConvLayer) -> str:
-  """Which path `conv_lax_tuned` takes for this conv layer (the models row's note)."""
-  from jaxseg.ops import conv_grad, cpu_conv, winograd
+  """Which path `conv_lax_tuned` takes for this conv layer, in words (the models row's note)."""
   from jaxseg.ops._common import conv_geometry
+  from jaxseg.ops.conv import tuned_route
   geo = conv_geometry(layer.x_shape, layer.w_shape, stride=layer.stride, padding=layer.padding,
                       dilation=layer.dilation, groups=layer.groups)
-  dtype = jnp.float32
-  if winograd.applies(geo, dtype):
-    return "Winograd F(4x4,3x3): fewer multiply-adds than GFLOP/s counts"
-  if cpu_conv.applies(geo, dtype):
-    return "C++ direct conv kernels"
-  if conv_grad.applies(geo, layer.x_shape[0]):
-    return "XLA forward, GEMM backward"
-  return "XLA"
+  return ROUTE_NOTES[tuned_route(geo, jnp.float32, layer.x_shape[0])]
 
 
 def impls_available(kind: str) -> tuple[str, ...]:

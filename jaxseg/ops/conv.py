@@ -86,7 +86,7 @@ def conv_pallas(x, w, geo: ConvGeometry):
 
 
 def conv_lax_tuned(x, w, geo: ConvGeometry):
-  """XLA's convolution, on the CPU with faster kernels where they pay (same values).
+  """XLA's convolution, on the CPU with faster kernels where they pay (same values up to rounding).
 
   Many-channel layers on small images (3x3/1, 5x5/2) run as Winograd F(4x4, 3x3)
   (`winograd.applies`; rounding differs from the direct sum by 1e-6 to 1e-5 relative);
@@ -100,13 +100,26 @@ def conv_lax_tuned(x, w, geo: ConvGeometry):
   `jax.custom_vjp` has no transpose rule).
   """
   from jaxseg.ops import conv_grad, cpu_conv, winograd
-  if winograd.applies(geo, x.dtype):
+  route = tuned_route(geo, x.dtype, x.shape[0])
+  if route == "winograd":
     return winograd.conv_geo(*conv_grad.match_varying(x, w), geo)
-  if cpu_conv.applies(geo, x.dtype):
+  if route == "cpu_conv":
     return cpu_conv.conv_geo(*conv_grad.match_varying(x, w), geo)
-  if conv_grad.applies(geo, x.shape[0]):
+  if route == "gemm_grad":
     return conv_grad.conv_lax_gemm_grad(x, w, geo)
   return conv_lax(x, w, geo)
+
+
+def tuned_route(geo: ConvGeometry, dtype, batch: int) -> str:
+  """Which path `conv_lax_tuned` takes: "winograd", "cpu_conv", "gemm_grad" or "xla"."""
+  from jaxseg.ops import conv_grad, cpu_conv, winograd
+  if winograd.applies(geo, dtype):
+    return "winograd"
+  if cpu_conv.applies(geo, dtype):
+    return "cpu_conv"
+  if conv_grad.applies(geo, batch):
+    return "gemm_grad"
+  return "xla"
 
 
 _IMPLS = {"direct": conv_direct, "im2col": conv_im2col, "matrix": conv_matrix_impl,
