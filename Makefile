@@ -20,7 +20,7 @@ train: $(STAMP)
 	$(VENV)/bin/jaxseg train $(ARGS)
 
 test: $(STAMP)
-	GLIBC_TUNABLES=$${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1} $(VENV)/bin/python -m pytest -n 2 --durations=15 tests $(ARGS)
+	GLIBC_TUNABLES=$${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1} $(VENV)/bin/python -m pytest -n 2 -rs --durations=15 tests $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -269,7 +269,7 @@ def tap_gemm(x_flat, w_tab, phase, shift, *, rows_padded, block_sizes, interpret
   tab = jnp.asarray(np.stack([phase, shift], -1).reshape(-1), jnp.int32)
   kernel = functools.partial(_tap_gemm_kernel, num_taps=t, block_m=bm, block_k=bk,
                              k_steps=ci_p // bk)
-  return pl.pallas_call(
+  return backend.pallas_call(
       kernel,
       grid=(n, po, rows_padded // bm, co_p // bn),
       in_specs=[pl.BlockSpec(tab.shape, lambda b, p, m, j: (0,)),
@@ -335,7 +335,7 @@ def weight_grad(x_flat, dy_wide, phase, shift, *, block_sizes, interpret):
   tab = jnp.asarray(np.stack([phase, shift], -1).reshape(-1), jnp.int32)
   kernel = functools.partial(_weight_grad_kernel, m_steps=rows // bm, chunk=steps // splits,
                              block_m=bm)
-  parts = pl.pallas_call(
+  parts = backend.pallas_call(
       kernel,
       grid=(t, ci_p // bk, co_p // bn, splits),
       in_specs=[pl.BlockSpec(tab.shape, lambda i, c, j, s: (0,)),

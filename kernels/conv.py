@@ -25,7 +25,7 @@ __all__ = ["BlockSizes", "conv_pallas", "conv_reference"]
 class _Config:
   geom: ForwardGeometry
   block_sizes: BlockSizes
-  interpret: bool
+  interpret: bool | None  # None: chosen per platform when lowering (backend.pallas_call)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -77,8 +77,8 @@ def conv_pallas(x, w, *, stride=1, padding="SAME", dilation=1, groups=1, block_s
   """Same result as `lax.conv_general_dilated(x, w, stride, padding, rhs_dilation=dilation,
   dimension_numbers=("NHWC", "HWIO", "NHWC"))`, differentiable.
 
-  interpret=None runs the kernel in Pallas interpret mode on the CPU backend
-  and compiled (Triton) elsewhere.
+  interpret=None runs the kernel in Pallas interpret mode when lowered for the
+  CPU and compiled (Triton) when lowered for a GPU (`backend.pallas_call`).
   """
   geom = forward_geometry(x.shape, w.shape, stride, padding, dilation, groups)
   cfg = _Config(geom, block_sizes or BlockSizes(), backend.resolve_interpret(interpret))

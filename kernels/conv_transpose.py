@@ -73,7 +73,7 @@ def transpose_geometry(y_shape, w_shape, stride, padding, output_padding, dilati
 class _Config:
   geom: ForwardGeometry
   block_sizes: BlockSizes
-  interpret: bool
+  interpret: bool | None  # None: chosen per platform when lowering (backend.pallas_call)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -64,7 +64,7 @@ def _bwd_kernel(z_ref, lab_ref, gce_ref, gi_ref, gp_ref, dz_ref, *, num_classes)
 class _Config:
   num_classes: int
   block_sizes: LossBlockSizes
-  interpret: bool
+  interpret: bool | None  # None: chosen per platform when lowering (backend.pallas_call)
 
 
 def _specs(cfg, c_p):
@@ -82,7 +82,7 @@ def _sums(z, lab, cfg):
   rows, c_p = z.shape
   blocks = rows // cfg.block_sizes.block_rows
   part = pl.BlockSpec((None, c_p), lambda i: (i, 0))
-  outs = pl.pallas_call(
+  outs = backend.pallas_call(
       functools.partial(_fwd_kernel, num_classes=cfg.num_classes),
       grid=(blocks,),
       in_specs=list(_specs(cfg, c_p)),
@@ -104,7 +104,7 @@ def _sums_bwd(cfg, res, cts):
   rows, c_p = z.shape
   row = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (c_p,)).reshape(1, c_p)
   full = pl.BlockSpec((1, c_p), lambda i: (0, 0))
-  dz = pl.pallas_call(
+  dz = backend.pallas_call(
       functools.partial(_bwd_kernel, num_classes=cfg.num_classes),
       grid=(rows // cfg.block_sizes.block_rows,),
       in_specs=list(_specs(cfg, c_p)) + [full] * 3,

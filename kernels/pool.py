@@ -73,7 +73,7 @@ def _max_pool_bwd_kernel(tab_ref, g_ref, a_ref, o_ref, *, num_slots, block_m):
 class _Config:
   geom: ForwardGeometry
   block_sizes: PoolBlockSizes
-  interpret: bool
+  interpret: bool | None  # None: chosen per platform when lowering (backend.pallas_call)
 
 
 def _params(bs):
@@ -88,7 +88,7 @@ def _forward(x, cfg):
   rows = backend.round_up(geom.rows(), bm)
   xf = phase_split(jnp.pad(x, ((0, 0),) * 3 + ((0, c_p - c),)), geom, -jnp.inf, rows)
   kernel = functools.partial(_max_pool_kernel, taps=tuple(geom.taps()), block_m=bm)
-  out, arg = pl.pallas_call(
+  out, arg = backend.pallas_call(
       kernel,
       grid=(n, rows // bm, c_p // bc),
       in_specs=[pl.BlockSpec((None, xf.shape[1], xf.shape[2], bc), lambda b, m, j: (b, 0, 0, j))],
@@ -113,7 +113,7 @@ def _backward(g, arg, cfg):
   tab = jnp.asarray(np.stack([shift, tap], -1).reshape(-1), jnp.int32)
   po, slots = shift.shape
   kernel = functools.partial(_max_pool_bwd_kernel, num_slots=slots, block_m=bm)
-  out = pl.pallas_call(
+  out = backend.pallas_call(
       kernel,
       grid=(n, po, rows // bm, c_p // bc),
       in_specs=[pl.BlockSpec(tab.shape, lambda b, p, m, j: (0,)),

@@ -36,51 +36,30 @@ class WrongResult(AssertionError):
   """An impl disagrees with lax beyond the tolerance."""
 
 
-# Not an `ops.conv` impl: what the models' layers run under conv_impl="lax"
-# (`ops.conv.conv_lax_tuned`: XLA's conv, GEMM / phase gradients, and on the CPU
-# the C++ kernels of `ops.cpu_conv` and Winograd `ops.winograd` where they pay),
-# timed beside plain lax.
-MODELS_IMPL = "models"
-
-
-ROUTE_NOTES = {"winograd": "Winograd F(4x4,3x3): fewer multiply-adds than GFLOP/s counts",
-               "cpu_conv": "C++ direct conv kernels", "gemm_grad": "XLA forward, GEMM backward", "xla": "XLA"}
-
-
-def models_route(layer: ConvLayer) -> str:
-  """Which path `conv_lax_tuned` takes for this conv layer, in words (the models row's note)."""
-  from jaxseg.ops._common import conv_geometry
-  from jaxseg.ops.conv import tuned_route
-  geo = conv_geometry(layer.x_shape, layer.w_shape, stride=layer.stride, padding=layer.padding,
-                      dilation=layer.dilation, groups=layer.groups)
-  return ROUTE_NOTES[tuned_route(geo, jnp.float32, layer.x_shape[0])]
+def auto_route(layer: ConvLayer, platform: str | None = None) -> str:
+  """The route `impl="auto"` takes for this layer (`jaxseg.ops.conv_route` / `conv_transpose_route`),
+  with its description: e.g. "winograd: Winograd F(4x4,3x3) on the C++ kernels"."""
+  from jaxseg import ops
+  kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, platform=platform)
+  if layer.kind == "conv":
+    route = ops.conv_route(layer.x_shape, layer.w_shape, groups=layer.groups, **kw)
+  else:
+    route = ops.conv_transpose_route(layer.x_shape, layer.w_shape, **kw)
+  return f"{route}: {ops.ROUTE_NOTES[route.split(' + ')[0]]}"
 
 
 def impls_available(kind: str) -> tuple[str, ...]:
   from jaxseg import ops
-  if kind == "conv":
-    return tuple(getattr(ops, "CONV_IMPLS", ("direct", "im2col", "matrix", "lax", "pallas"))) + (MODELS_IMPL,)
-  return tuple(getattr(ops, "CONV_TRANSPOSE_IMPLS",
-                       ("direct", "matrix", "lax", "col2im", "pallas")))
+  return ops.CONV_IMPLS if kind == "conv" else ops.CONV_TRANSPOSE_IMPLS
 
 
 def layer_fn(layer: ConvLayer, impl: str) -> Callable:
   """``f(x, w)`` running this layer with this impl through ``jaxseg.ops``."""
-  kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
-  if layer.kind == "conv" and impl == MODELS_IMPL:
-    from jaxseg.ops._common import conv_geometry
-    from jaxseg.ops.conv import conv_lax_tuned
-    geo = conv_geometry(layer.x_shape, layer.w_shape, groups=layer.groups, **kw)
-    return lambda x, w: conv_lax_tuned(x, w, geo)
-  if layer.kind == "conv":
-    return functools.partial(_call, "conv", impl=impl, groups=layer.groups, **kw)
-  return functools.partial(_call, "conv_transpose", impl=impl, **kw)
-
-
-def _call(op, x, w, **kw):
   from jaxseg import ops
-  # Looked up at call time, so that tests can monkeypatch jaxseg.ops.
-  return getattr(ops, op)(x, w, **kw)
+  kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, impl=impl)
+  if layer.kind == "conv":
+    return functools.partial(ops.conv, groups=layer.groups, **kw)
+  return functools.partial(ops.conv_transpose, **kw)
 
 
 def fwd_bwd(f: Callable) -> Callable:
@@ -139,8 +118,14 @@ def skip_reason(layer: ConvLayer, impl: str, *, explicit: bool) -> str | None:
 
 def bench_layer(layer: ConvLayer, impls: Sequence[str], *, steps: int, warmup: int,
                 budget: float | None, peak_gflops: float | None, explicit: bool = False,
-                memory: bool = False) -> list[dict]:
-  """Rows (one per impl) for one layer: status, seconds, GFLOP/s, fraction of peak."""
+                memory: bool = False, fns: dict[str, Callable] | None = None) -> list[dict]:
+  """Rows (one per impl) for one layer: status, seconds, GFLOP/s, fraction of peak.
+
+  fns: optional ``f(x, w)`` per impl name, run instead of `layer_fn` (a variant
+  under test); every impl is checked against "lax" before it is timed.
+  """
+  fns = dict(fns or {})
+  fn = lambda impl: fns.get(impl) or layer_fn(layer, impl)
   x, w, ct = layer_inputs(layer)
   ref_g = jax.jit(fwd_bwd(layer_fn(layer, "lax")))
   ref = None
@@ -157,8 +142,8 @@ def bench_layer(layer: ConvLayer, impls: Sequence[str], *, steps: int, warmup: i
     if reason:
       row.update(status="skipped", note=reason)
       continue
-    f = jax.jit(layer_fn(layer, impl))
-    g = ref_g if impl == "lax" else jax.jit(fwd_bwd(layer_fn(layer, impl)))
+    f = jax.jit(fn(impl))
+    g = ref_g if impl == "lax" and impl not in fns else jax.jit(fwd_bwd(fn(impl)))
     try:  # correctness first: the same compiled g is then timed
       if ref is None:
         ref = jax.block_until_ready(ref_g(x, w, ct))
@@ -180,8 +165,8 @@ def bench_layer(layer: ConvLayer, impls: Sequence[str], *, steps: int, warmup: i
                gflops_fwd=layer.flops / tf.median / 1e9,
                gflops_fwdbwd=3 * layer.flops / tg.median / 1e9,
                note="; ".join(n for n in (tf.note, tg.note) if n))
-    if impl == MODELS_IMPL and layer.kind == "conv":
-      row["route"] = models_route(layer)
+    if impl == "auto":
+      row["route"] = auto_route(layer)
       row["note"] = "; ".join(n for n in (row["route"], row["note"]) if n)
     if peak_gflops:
       row["frac_peak_fwd"] = row["gflops_fwd"] / peak_gflops

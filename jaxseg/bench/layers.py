@@ -1,8 +1,9 @@
 """The conv layer shapes of a model, captured from the model itself.
 
 ``capture_layers`` traces ``model.init`` abstractly (``jax.eval_shape``: no
-FLOPs, no memory) while ``jaxseg.ops.conv`` and ``conv_transpose`` are
-replaced by recorders, so the shapes are the ones the model really uses.
+FLOPs, no memory) under Flax's method interception (``nn.intercept_methods``),
+which sees every `Conv` and `ConvTranspose` layer's call, so the shapes are
+the ones the model really uses.
 ``table_layers`` is the same list written from the architectures in the
 seeds (lab FCN, DSB-2018 U-Net); it is the fallback when a model does not
 go through ``jaxseg.ops`` and a cross-check of the capture in the tests.
@@ -10,10 +11,8 @@ go through ``jaxseg.ops`` and a cross-check of the capture in the tests.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import sys
 from typing import Any
 
 import numpy as np
@@ -127,66 +126,40 @@ def table_layers(model: str, *, batch: int, image_size: int, in_channels: int = 
   raise ConfigError(f"--model: no conv layer table for {model!r} (tables: fcn, fcn_deep, unet_small)")
 
 
-@contextlib.contextmanager
-def _recording(calls: list):
-  """Replace jaxseg.ops.conv/conv_transpose everywhere they were imported."""
-  import jaxseg.ops as ops
-  originals = {"conv": ops.conv, "conv_transpose": ops.conv_transpose}
-
-  def recorder(kind):
-    orig = originals[kind]
-
-    def wrapped(x, w, **kw):
-      y = orig(x, w, **kw)
-      calls.append((kind, tuple(x.shape), tuple(w.shape), tuple(y.shape), kw))
-      return y
-    return wrapped
-
-  wrappers = {k: recorder(k) for k in originals}
-  patched = []
-  for modname, mod in list(sys.modules.items()):
-    if not (modname == "jaxseg" or modname.startswith("jaxseg.")) or mod is None:
-      continue
-    for attr, value in list(vars(mod).items()):
-      for kind, orig in originals.items():
-        if value is orig:
-          setattr(mod, attr, wrappers[kind])
-          patched.append((mod, attr, orig))
-  try:
-    yield
-  finally:
-    for mod, attr, orig in patched:
-      setattr(mod, attr, orig)
-
-
 def capture_layers(model_name: str, *, batch: int, image_size: int, in_channels: int = 1,
                    num_classes: int = 2) -> list[ConvLayer]:
-  """Conv calls of ``models.create(model_name)`` at this input shape, in call order.
-
-  Returns [] when the model makes no calls through ``jaxseg.ops``.
-  """
+  """Conv and transposed-conv layers of ``models.create(model_name)`` at this input shape, in call
+  order (layers of identical shape merged, with a count). [] for a model without such layers."""
+  import flax.linen as nn
   import jax
   import jax.numpy as jnp
   from jaxseg import models
-  # im2col: every conv and transposed conv of the model goes through
-  # ``jaxseg.ops`` there (under "lax" the layers call XLA's tuned paths
-  # directly); the shapes do not depend on the impl.
-  model = models.create(model_name, num_classes=num_classes, in_channels=in_channels,
-                        conv_impl="im2col")
-  x = jax.ShapeDtypeStruct((batch, image_size, image_size, in_channels), jnp.float32)
+  from jaxseg.models import layers as model_layers_lib
+  model = models.create(model_name, num_classes=num_classes, in_channels=in_channels)
   calls: list = []
-  with _recording(calls):
+
+  def record(next_fun, args, kwargs, context):
+    y = next_fun(*args, **kwargs)
+    m = context.module
+    if context.method_name == "__call__" and isinstance(m, (model_layers_lib.Conv, model_layers_lib.ConvTranspose)):
+      x, k = args[0], tuple(m.kernel_size)
+      conv = isinstance(m, model_layers_lib.Conv)
+      w = k + ((x.shape[-1], m.features) if conv else (m.features, x.shape[-1]))
+      calls.append(("conv" if conv else "conv_transpose", tuple(x.shape), w, tuple(y.shape),
+                    _tuple(m.strides, len(k)), m.padding))
+    return y
+
+  x = jax.ShapeDtypeStruct((batch, image_size, image_size, in_channels), jnp.float32)
+  with nn.intercept_methods(record):
     jax.eval_shape(model.init, jax.random.key(0), x)
   layers = []
   index: dict = {}
-  for i, (kind, xs, ws, ys, kw) in enumerate(calls):
+  for i, (kind, xs, ws, ys, stride, padding) in enumerate(calls):
     nd = len(xs) - 2
-    padding = kw.get("padding", "SAME")
     if not isinstance(padding, str):
       padding = tuple(tuple(int(v) for v in p) for p in padding)
-    layer = ConvLayer(model_name, f"{kind}{i}", kind, xs, ws, ys,
-                      _tuple(kw.get("stride", 1), nd), padding,
-                      _tuple(kw.get("dilation", 1), nd), int(kw.get("groups", 1)))
+    layer = ConvLayer(model_name, f"{kind}{i}", kind, xs, ws, ys, stride, padding.upper()
+                      if isinstance(padding, str) else padding, (1,) * nd, 1)
     key = dataclasses.replace(layer, name="")
     if key in index:
       j = index[key]
@@ -213,7 +186,7 @@ def model_layers(model_name: str, *, batch: int, image_size: int, in_channels: i
     strip = lambda ls: [dataclasses.replace(l, name="") for l in ls]
     if strip(table) == strip(layers):
       layers = [dataclasses.replace(l, name=t.name) for l, t in zip(layers, table)]
-    return layers, "captured from jaxseg.models via jax.eval_shape"
+    return layers, "captured from jaxseg.models (Flax method interception under jax.eval_shape)"
   return dedupe(table_layers(model_name, **kw)), "architecture table (model not available)"
 
 

@@ -198,7 +198,7 @@ def keras_prepare(model: str, batch: int, size: int, *, in_channels=1, num_class
 
 
 def jaxseg_prepare(model: str, batch: int, size: int, *, in_channels=1, num_classes=2, seed=0,
-                   conv_impl="lax", step_kind="product"):
+                   conv_impl="auto", step_kind="product"):
   import jax
   from jaxseg.bench.train import prepare_train
   step_once, info = prepare_train(model, batch_size=batch, image_size=size, conv_impl=conv_impl,
@@ -283,7 +283,7 @@ class _Worker:
 
 
 def run_interleaved(model: str, *, batch: int, size: int, steps: int = 5, rounds: int = 3,
-                    warmup: int = 1, frameworks=FRAMEWORKS, conv_impl: str = "lax",
+                    warmup: int = 1, frameworks=FRAMEWORKS, conv_impl: str = "auto",
                     step_kind: str = "product", log=None) -> dict:
   """Median seconds per step of each framework, blocks of `steps` taken in turn; ratios to jaxseg."""
   from jaxseg.errors import ConfigError

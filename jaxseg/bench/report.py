@@ -176,11 +176,7 @@ def run_train(args) -> dict:
   if model not in MODELS:
     raise ConfigError(f"--model: unknown model {model!r}; choose one of {', '.join(MODELS)}")
   _check_impls(args.impls)
-  impls = list(args.impls or ("lax",))
-  from jaxseg.bench.conv import MODELS_IMPL
-  if MODELS_IMPL in impls:
-    raise ConfigError(f"--impls {MODELS_IMPL}: a --what conv row (the models' layers under conv_impl "
-                      "'lax'); a train step with conv_impl lax already runs it")
+  impls = list(args.impls or ("auto",))
   info = device_info()
   print(_header(info))
   if args.peers:

@@ -79,15 +79,15 @@ def gemm_peak(sizes=(1024, 1536, 2048), *, steps: int = 5) -> dict:
 
 def device_info() -> dict:
   """What we ran on: platform, device kind and count, JAX version, host cores."""
-  from jaxseg.ops import cpu_conv
+  from jaxseg.ops import cpu
   d = jax.devices()[0]
   return {"platform": d.platform, "device_kind": d.device_kind,
           "device_count": jax.device_count(), "jax": jax.__version__,
           "host_cpus": os.cpu_count(), "load_avg": list(os.getloadavg()),
           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          # the C++ conv kernels of the models' CPU layers (jaxseg.ops.cpu_conv)
-          "cpu_conv_kernels": d.platform == "cpu" and cpu_conv.available()}
+          # the C++ conv kernels of the auto route's CPU layers (jaxseg.ops.cpu)
+          "cpu_conv_kernels": d.platform == "cpu" and cpu.available()}
 
 
 def max_rss_mb() -> float:

@@ -47,7 +47,7 @@ def plain_train_step(model, tx, loss):
 
 
 def prepare_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: int = 256,
-                  conv_impl: str = "lax", in_channels: int = 1, num_classes: int = 2,
+                  conv_impl: str = "auto", in_channels: int = 1, num_classes: int = 2,
                   lr: float = 1e-3, seed: int = 0, step_kind: str = "product", model_kw=None):
   """Build, compile and return ``(step_once, info)``; ``step_once()`` runs one step to completion.
 
@@ -125,7 +125,7 @@ def time_steps(step_once, steps: int) -> list[float]:
 
 
 def bench_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: int = 256,
-                conv_impl: str = "lax", steps: int = 5, warmup: int = 1, **kw) -> dict:
+                conv_impl: str = "auto", steps: int = 5, warmup: int = 1, **kw) -> dict:
   """Median seconds per train step (``step_seconds``) and what goes with it."""
   rss0 = max_rss_mb()
   step_once, info = prepare_train(model_name, batch_size=batch_size, image_size=image_size,

@@ -25,9 +25,11 @@ def add_arguments(parser):
                       help="model name (train: default fcn; conv: default fcn,unet_small)")
   parser.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
   parser.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
+  from jaxseg.registry import CONV_IMPLS
   parser.add_argument("--impls", type=_csv, default=None,
-                      help="comma-separated conv impls (conv: default all, plus 'models': the models' "
-                           "layers under conv_impl lax, with the CPU kernels; train: default lax)")
+                      help=f"comma-separated conv impls, of {', '.join(CONV_IMPLS)} "
+                           "(conv: default all; the auto row names each layer's route; "
+                           "train: default auto, the models' default)")
   parser.add_argument("--steps", type=int, default=5, help="timed calls/steps, median reported")
   parser.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
   parser.add_argument("--budget", type=float, default=20.0,

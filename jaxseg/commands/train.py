@@ -8,6 +8,8 @@ import os
 import sys
 import time
 
+from jaxseg.registry import CONV_IMPLS
+
 HELP = "train a segmentation model (default: the lab's FCN on synthetic cardiac MRI)"
 
 # flag -> TrainConfig field; defaults live in TrainConfig (None here means "not given").
@@ -24,7 +26,8 @@ _FLAGS = {
     "decay_steps": ("--decay-steps", int, "steps per decay_rate factor (exponential, continuous)"),
     "optimizer": ("--optimizer", str, "adam or sgd (momentum 0.9)"),
     "loss": ("--loss", str, "ce, wce, dice or ce+dice"),
-    "conv_impl": ("--conv-impl", str, "convolution implementation: direct, im2col, matrix, lax, pallas"),
+    "conv_impl": ("--conv-impl", str, f"convolution implementation: {', '.join(CONV_IMPLS)} (auto: the fastest "
+                  "tested route on this platform; lax: plain XLA)"),
     "seed": ("--seed", int, "seed of initialisation, data order and dropout"),
     "devices": ("--devices", int, "data-parallel over this many devices (default 1; all in a multi-process run)"),
     "parallel": ("--parallel", str, "pmap or shard_map (with --devices > 1)"),

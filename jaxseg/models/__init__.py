@@ -4,7 +4,7 @@
 ``{"params": ...}`` and whose ``apply(variables, x, train=False,
 rngs={"dropout": key})`` gives logits ``(N, *spatial, num_classes)``. Every
 convolution and transposed convolution goes through `jaxseg.ops` with the
-module's ``conv_impl``, so any model runs on any implementation.
+module's ``conv_impl`` (default "auto"), so any model runs on any implementation.
 
 Models (see each module for the seed it reproduces):
 
@@ -46,8 +46,13 @@ def _check_name(name: str) -> None:
     raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 
-def create(name: str, *, num_classes: int = 2, in_channels: int = 1, conv_impl: str = "lax", **kw):
-  """Builds model ``name``; extra keywords go to the model (e.g. ``base=8``, ``image_size=32``).
+def create(name: str, *, num_classes: int = 2, in_channels: int = 1, conv_impl: str = "auto", **kw):
+  """Builds model ``name``; extra keywords go to the model (e.g. ``base=8``, ``image_size=32``,
+  ``conv_policy=jaxseg.ops.ConvPolicy(...)`` for the rules of ``conv_impl="auto"``).
+
+  ``conv_impl`` is one of `jaxseg.ops.CONV_IMPLS`; "auto" (the default) is the
+  fastest tested route on the platform the model is lowered for, "lax" plain
+  XLA (its convs and its autodiff, no custom call).
 
   Raises ConfigError for an unknown name, conv_impl or keyword.
   """

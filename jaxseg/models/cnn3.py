@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 
 from jaxseg.models import layers
@@ -17,7 +19,8 @@ class CNN3(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
-  conv_impl: str = "lax"
+  conv_impl: str = "auto"
+  conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
   features: tuple[int, ...] = (8, 16)
 
   @nn.compact
@@ -25,6 +28,7 @@ class CNN3(nn.Module):
     del train
     check_input(x, name="cnn3", in_channels=self.in_channels)
     for i, f in enumerate(self.features):
-      x = nn.relu(layers.Conv(f, (3, 3), conv_impl=self.conv_impl, name=f"conv{i + 1}")(x))
-    return layers.Conv(self.num_classes, (3, 3), conv_impl=self.conv_impl,
+      x = nn.relu(layers.Conv(f, (3, 3), conv_impl=self.conv_impl, conv_policy=self.conv_policy,
+                              name=f"conv{i + 1}")(x))
+    return layers.Conv(self.num_classes, (3, 3), conv_impl=self.conv_impl, conv_policy=self.conv_policy,
                        name=f"conv{len(self.features) + 1}")(x)

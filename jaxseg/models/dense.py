@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 
@@ -38,7 +40,8 @@ class DenseNet(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
-  conv_impl: str = "lax"
+  conv_impl: str = "auto"
+  conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
   image_size: int | None = None
   hidden: int = 64
   lab_softmax: bool = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 
 from jaxseg.models import layers
@@ -32,15 +34,16 @@ class FCN(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
-  conv_impl: str = "lax"
+  conv_impl: str = "auto"
+  conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
   extra_convs: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
     check_input(x, name="fcn", in_channels=self.in_channels, multiple=16)
-    conv = lambda f, k, s, name: layers.Conv(f, (k, k), strides=s, padding="SAME",
-                                             conv_impl=self.conv_impl, name=name)
+    conv = lambda f, k, s, name: layers.Conv(f, (k, k), strides=s, padding="SAME", conv_impl=self.conv_impl,
+                                             conv_policy=self.conv_policy, name=name)
     x = nn.relu(conv(100, 5, 2, "Conv1")(x))
     x = layers.MaxPool(2, 2, "SAME", conv_impl=self.conv_impl, name="max_pooling2d")(x)
     x = nn.relu(conv(200, 5, 2, "conv2d")(x))
@@ -51,4 +54,5 @@ class FCN(nn.Module):
       n += 1
     x = nn.relu(conv(self.num_classes, 3, 1, f"conv2d_{n}")(x))
     return layers.ConvTranspose(self.num_classes, (31, 31), strides=16, padding="SAME",
-                                conv_impl=self.conv_impl, name="conv2d_transpose")(x)
+                                conv_impl=self.conv_impl, conv_policy=self.conv_policy,
+                                name="conv2d_transpose")(x)

@@ -22,10 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg import ops
-from jaxseg.ops import phase
-from jaxseg.ops._common import conv_geometry, conv_transpose_geometry
-from jaxseg.ops.conv import conv_lax_tuned
 from jaxseg.errors import ConfigError
+from jaxseg.ops import ConvPolicy
 
 Initializer = Callable[..., jax.Array]
 
@@ -34,35 +32,19 @@ glorot_uniform = nn.initializers.glorot_uniform()
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 zeros = nn.initializers.zeros
 
-_FALLBACK_CONV_IMPLS = ("direct", "im2col", "matrix", "lax", "pallas")
 # A model takes one `conv_impl`; the transposed convs use the adjoint of the
 # same algorithm where its name differs (im2col's adjoint is col2im).
 _TRANSPOSE_IMPL = {"im2col": "col2im"}
 
 
-def conv_impls() -> tuple[str, ...]:
-  return tuple(getattr(ops, "CONV_IMPLS", _FALLBACK_CONV_IMPLS))
-
-
-def transpose_impl(conv_impl: str, kernel=None, strides=None) -> str:
-  """The transposed-conv algorithm used by a model built with `conv_impl`.
-
-  With "lax", a strided transposed conv runs in stride-phase form ("phase",
-  `jaxseg.ops.phase`): one stride-1 XLA conv and a depth-to-space (or, for
-  kernels no larger than the stride, one GEMM per row phase), instead of
-  XLA's conv over the stride-dilated input. Fwd+bwd at batch 8
-  (experiments/bench/RESULTS.md): the FCN's 31x31/16 upscore 25.8 -> 9.1 ms,
-  unet_small's 2x2/2 32->16 up-conv 639 -> 91 ms (-> 21 ms in the GEMM-row
-  form). Other impls keep their own adjoint (im2col's is col2im).
-  """
-  if conv_impl == "lax" and strides is not None and any(s > 1 for s in strides):
-    return "phase"
+def transpose_impl(conv_impl: str) -> str:
+  """The transposed-conv impl of a model built with `conv_impl` ("im2col" -> "col2im", else the same name)."""
   return _TRANSPOSE_IMPL.get(conv_impl, conv_impl)
 
 
 def check_conv_impl(conv_impl: str) -> str:
-  if conv_impl not in conv_impls():
-    raise ConfigError(f"unknown conv_impl {conv_impl!r}; choose one of {', '.join(conv_impls())}")
+  if conv_impl not in ops.CONV_IMPLS:
+    raise ConfigError(f"unknown conv_impl {conv_impl!r}; choose one of {', '.join(ops.CONV_IMPLS)}")
   return conv_impl
 
 
@@ -71,13 +53,15 @@ def _tuple(v, n: int) -> tuple[int, ...]:
 
 
 class Conv(nn.Module):
-  """N-d convolution (channels last) through `jaxseg.ops.conv`."""
+  """N-d convolution (channels last) through `jaxseg.ops.conv` with `conv_impl` (and, for
+  "auto", `conv_policy`)."""
   features: int
   kernel_size: Sequence[int]
   strides: int | Sequence[int] = 1
   padding: Any = "SAME"
   use_bias: bool = True
-  conv_impl: str = "lax"
+  conv_impl: str = "auto"
+  conv_policy: ConvPolicy | None = None
   kernel_init: Initializer = glorot_uniform
   bias_init: Initializer = zeros
 
@@ -85,27 +69,23 @@ class Conv(nn.Module):
   def __call__(self, x):
     k = tuple(self.kernel_size)
     kernel = self.param("kernel", self.kernel_init, k + (x.shape[-1], self.features))
-    strides = _tuple(self.strides, len(k))
-    if self.conv_impl == "lax":
-      # XLA's conv; on the CPU its gradients from `ops.conv_grad` where XLA:CPU's are slow.
-      geo = conv_geometry(x.shape, kernel.shape, stride=strides, padding=self.padding,
-                          dilation=1, groups=1)
-      y = conv_lax_tuned(x, kernel, geo)
-    else:
-      y = ops.conv(x, kernel, stride=strides, padding=self.padding, impl=self.conv_impl)
+    y = ops.conv(x, kernel, stride=_tuple(self.strides, len(k)), padding=self.padding,
+                 impl=self.conv_impl, policy=self.conv_policy)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
 
 
 class ConvTranspose(nn.Module):
-  """N-d transposed convolution through `jaxseg.ops.conv_transpose` (Keras semantics)."""
+  """N-d transposed convolution through `jaxseg.ops.conv_transpose` (Keras semantics), with the
+  adjoint of the model's `conv_impl` (`transpose_impl`)."""
   features: int
   kernel_size: Sequence[int]
   strides: int | Sequence[int] = 1
   padding: Any = "SAME"
   use_bias: bool = True
-  conv_impl: str = "lax"
+  conv_impl: str = "auto"
+  conv_policy: ConvPolicy | None = None
   kernel_init: Initializer = glorot_uniform
   bias_init: Initializer = zeros
 
@@ -113,14 +93,8 @@ class ConvTranspose(nn.Module):
   def __call__(self, x):
     k = tuple(self.kernel_size)
     kernel = self.param("kernel", self.kernel_init, k + (self.features, x.shape[-1]))
-    strides = _tuple(self.strides, len(k))
-    impl = transpose_impl(self.conv_impl, k, strides)
-    if impl == "phase":
-      geo = conv_transpose_geometry(x.shape, kernel.shape, stride=strides, padding=self.padding,
-                                    output_padding=None, dilation=1)
-      y = phase.conv_transpose_phase(x, kernel, geo)
-    else:
-      y = ops.conv_transpose(x, kernel, stride=strides, padding=self.padding, impl=impl)
+    y = ops.conv_transpose(x, kernel, stride=_tuple(self.strides, len(k)), padding=self.padding,
+                           impl=transpose_impl(self.conv_impl), policy=self.conv_policy)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
@@ -143,7 +117,7 @@ class MaxPool(nn.Module):
   window: int | Sequence[int] = 2
   strides: int | Sequence[int] | None = None
   padding: Any = "VALID"
-  conv_impl: str = "lax"  # "pallas" pools with the Pallas kernel too (2-D)
+  conv_impl: str = "auto"  # "pallas" pools with the Pallas kernel too (2-D)
 
   @nn.compact
   def __call__(self, x):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 
@@ -35,7 +35,8 @@ class UNet(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
-  conv_impl: str = "lax"
+  conv_impl: str = "auto"
+  conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
   base: int = 64
   depth: int = 4
   padding: str = "valid"
@@ -72,7 +73,8 @@ class UNet(nn.Module):
 
     def block(x, features, rate, prefix):
       conv = functools.partial(layers.Conv, features, (3,) * nd, padding=padding,
-                               conv_impl=self.conv_impl, kernel_init=self.kernel_init)
+                               conv_impl=self.conv_impl, conv_policy=self.conv_policy,
+                               kernel_init=self.kernel_init)
       x = act(conv(name=f"{prefix}_conv1")(x))
       if rate:
         x = layers.Dropout(rate, name=f"{prefix}_dropout")(x, train)
@@ -87,11 +89,11 @@ class UNet(nn.Module):
     for level in reversed(range(self.depth)):
       features = self.base * 2 ** level
       x = layers.ConvTranspose(features, (2,) * nd, strides=2, padding="SAME",
-                               conv_impl=self.conv_impl, kernel_init=self.up_kernel_init,
-                               name=f"up{level}_upconv")(x)
+                               conv_impl=self.conv_impl, conv_policy=self.conv_policy,
+                               kernel_init=self.up_kernel_init, name=f"up{level}_upconv")(x)
       x = layers.CenterCropConcat(name=f"up{level}_concat")(x, skips[level])
       x = block(x, features, rates[level], f"up{level}")
-    return layers.Conv(self.num_classes, (1,) * nd, conv_impl=self.conv_impl,
+    return layers.Conv(self.num_classes, (1,) * nd, conv_impl=self.conv_impl, conv_policy=self.conv_policy,
                        kernel_init=self.head_kernel_init, name="head")(x)
 
 

@@ -1,4 +1,4 @@
-"""N-d convolution, channels-last, four ways plus Pallas; all equal to `lax.conv_general_dilated`.
+"""N-d convolution, channels-last, several ways; all equal to `lax.conv_general_dilated`.
 
 x: (N, *spatial, C_in); w: (*kernel, C_in // groups, C_out). Cross-correlation
 (no kernel flip), TensorFlow SAME padding (the odd pad goes after), explicit
@@ -8,39 +8,14 @@ x: (N, *spatial, C_in); w: (*kernel, C_in // groups, C_out). Cross-correlation
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
 
 from jaxseg.errors import ConfigError
+from jaxseg.ops import auto
 from jaxseg.ops._common import ConvGeometry, check_impl, conv_geometry, prod
-
-CONV_IMPLS = ("direct", "im2col", "matrix", "lax", "pallas")
-
-
-def _spatial_letters(nd: int) -> str:
-  return "DHW"[-nd:]
-
-
-def conv_lax(x, w, geo: ConvGeometry):
-  """XLA's convolution."""
-  sp = _spatial_letters(geo.nd)
-  dn = lax.conv_dimension_numbers(x.shape, w.shape, ("N" + sp + "C", sp + "IO", "N" + sp + "C"))
-  return lax.conv_general_dilated(x, w, geo.stride, list(geo.pads), rhs_dilation=geo.dilation,
-                                  dimension_numbers=dn, feature_group_count=geo.groups)
-
-
-def tap_slices(x, geo: ConvGeometry):
-  """For every kernel tap, the (N, *out, C_in) input values that tap multiplies.
-
-  The input is zero-padded once; each tap is then one strided slice of it.
-  """
-  xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in geo.pads] + [(0, 0, 0)])
-  out = []
-  for tap in geo.taps:
-    start = [t * d for t, d in zip(tap, geo.dilation)]
-    limit = [s0 + (o - 1) * s + 1 for s0, o, s in zip(start, geo.out_shape, geo.stride)]
-    out.append(lax.slice(xp, [0] + start + [0], [x.shape[0]] + limit + [x.shape[-1]],
-                         [1] + list(geo.stride) + [1]))
-  return out
+from jaxseg.ops.conv_matrix import conv_matrix_apply
+from jaxseg.ops.policy import ConvPolicy
+from jaxseg.ops.xla import conv_lax, tap_slices
+from jaxseg.registry import CONV_IMPLS
 
 
 def conv_direct(x, w, geo: ConvGeometry):
@@ -72,61 +47,24 @@ def conv_im2col(x, w, geo: ConvGeometry):
   return y.reshape((n,) + geo.out_shape + (geo.cout,))
 
 
-def conv_matrix_impl(x, w, geo: ConvGeometry):
-  from jaxseg.ops.conv_matrix import conv_matrix_apply
-  return conv_matrix_apply(x, w, geo)
-
-
 def conv_pallas(x, w, geo: ConvGeometry):
+  """`kernels.conv.conv_pallas`: compiled for GPUs, interpreted on the CPU (chosen when lowering)."""
   try:
     from kernels.conv import conv_pallas as kernel
   except ImportError as e:
     raise ConfigError(f"conv impl 'pallas' needs kernels.conv.conv_pallas, which cannot be imported ({e})") from None
-  return kernel(x, w, stride=geo.stride, padding=list(geo.pads), dilation=geo.dilation, groups=geo.groups)
+  try:
+    return kernel(x, w, stride=geo.stride, padding=list(geo.pads), dilation=geo.dilation, groups=geo.groups)
+  except ValueError as e:
+    raise ConfigError(f"conv impl 'pallas': {e}") from None
 
 
-def conv_lax_tuned(x, w, geo: ConvGeometry):
-  """XLA's convolution, on the CPU with faster kernels where they pay (same values up to rounding).
-
-  Many-channel layers on small images (3x3/1, 5x5/2) run as Winograd F(4x4, 3x3)
-  (`winograd.applies`; rounding differs from the direct sum by 1e-6 to 1e-5 relative);
-  few-channel layers on large images and first layers run the C++ kernels of
-  `cpu_conv` (`cpu_conv.applies`); other layers where it pays get
-  `conv_grad`'s GEMM backward pass; the rest is plain XLA.
-
-  What the models' layers run for ``conv_impl="lax"``. Not the ``impl="lax"``
-  of `conv` itself, which stays plain `lax.conv_general_dilated` (linear, so
-  `jax.linear_transpose` and every transformation pass through it; a
-  `jax.custom_vjp` has no transpose rule).
-  """
-  from jaxseg.ops import conv_grad, cpu_conv, winograd
-  route = tuned_route(geo, x.dtype, x.shape[0])
-  if route == "winograd":
-    return winograd.conv_geo(*conv_grad.match_varying(x, w), geo)
-  if route == "cpu_conv":
-    return cpu_conv.conv_geo(*conv_grad.match_varying(x, w), geo)
-  if route == "gemm_grad":
-    return conv_grad.conv_lax_gemm_grad(x, w, geo)
-  return conv_lax(x, w, geo)
-
-
-def tuned_route(geo: ConvGeometry, dtype, batch: int) -> str:
-  """Which path `conv_lax_tuned` takes: "winograd", "cpu_conv", "gemm_grad" or "xla"."""
-  from jaxseg.ops import conv_grad, cpu_conv, winograd
-  if winograd.applies(geo, dtype):
-    return "winograd"
-  if cpu_conv.applies(geo, dtype):
-    return "cpu_conv"
-  if conv_grad.applies(geo, batch):
-    return "gemm_grad"
-  return "xla"
-
-
-_IMPLS = {"direct": conv_direct, "im2col": conv_im2col, "matrix": conv_matrix_impl,
+_IMPLS = {"direct": conv_direct, "im2col": conv_im2col, "matrix": conv_matrix_apply,
           "lax": conv_lax, "pallas": conv_pallas}
 
 
-def conv(x, w, *, stride=1, padding="SAME", dilation=1, groups=1, impl="lax"):
+def conv(x, w, *, stride=1, padding="SAME", dilation=1, groups=1, impl="lax",
+         policy: ConvPolicy | None = None):
   """N-d convolution (cross-correlation), channels-last, with the semantics of `lax.conv_general_dilated`.
 
   Args:
@@ -140,11 +78,31 @@ def conv(x, w, *, stride=1, padding="SAME", dilation=1, groups=1, impl="lax"):
     impl: one of CONV_IMPLS: "direct" (sum over taps of shifted slices times
       C_in x C_out blocks), "im2col" (patches matrix times kernel matrix),
       "matrix" (sum over taps of sparse selection matrix times blocks),
-      "lax" (XLA), "pallas" (kernels.conv.conv_pallas).
+      "lax" (plain XLA: its conv and its autodiff), "pallas"
+      (kernels.conv.conv_pallas), "auto" (the fastest tested route on the
+      platform it is lowered for: `jaxseg.ops.auto`; the models' default).
+    policy: the `ConvPolicy` of "auto" (default: `DEFAULT_POLICY`); other impls ignore it.
 
   Returns:
     (N, *out, C_out). Raises ConfigError for inconsistent shapes or arguments.
   """
   check_impl(impl, CONV_IMPLS, "conv")
   geo = conv_geometry(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation, groups=groups)
+  if impl == "auto":
+    return auto.conv_auto(x, w, geo, policy)
   return _IMPLS[impl](x, w, geo)
+
+
+def conv_route(x_shape, w_shape, *, stride=1, padding="SAME", dilation=1, groups=1,
+               dtype=jnp.float32, platform: str | None = None, policy: ConvPolicy | None = None) -> str:
+  """The route `conv(..., impl="auto")` takes for these shapes when lowered for `platform`.
+
+  One of `auto.CONV_ROUTES`: "winograd", "cpu_direct", "gemm_grad" or "xla"
+  (`auto.ROUTE_NOTES` says what each is). platform: "cpu", "cuda", "rocm",
+  "tpu" (default: JAX's default backend here).
+  """
+  import jax
+  geo = conv_geometry(tuple(x_shape), tuple(w_shape), stride=stride, padding=padding,
+                      dilation=dilation, groups=groups)
+  return auto.conv_route(geo, dtype=dtype, batch=x_shape[0], policy=policy,
+                         platform=platform or jax.default_backend())

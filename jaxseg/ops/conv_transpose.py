@@ -16,25 +16,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxseg.errors import ConfigError
+from jaxseg.ops import auto, phase
 from jaxseg.ops._common import ConvGeometry, check_impl, conv_transpose_geometry
-
-CONV_TRANSPOSE_IMPLS = ("direct", "matrix", "lax", "col2im", "pallas")
-
-
-def conv_transpose_lax(y, w, geo: ConvGeometry):
-  """A stride-1 conv over the stride-dilated y with the flipped, channel-swapped kernel."""
-  nd = geo.nd
-  sp = "DHW"[-nd:]
-  wt = jnp.flip(w, axis=tuple(range(nd))).swapaxes(-1, -2)
-  pads = []
-  for n, i, k, s, d, (lo, _) in zip(geo.out_shape, geo.in_shape, geo.kernel, geo.stride, geo.dilation, geo.pads):
-    k_eff = (k - 1) * d + 1
-    pl = k_eff - 1 - lo
-    pads.append((pl, i + k_eff - 2 - (n - 1) * s - pl))
-  dn = lax.conv_dimension_numbers(y.shape, wt.shape, ("N" + sp + "C", sp + "IO", "N" + sp + "C"))
-  return lax.conv_general_dilated(y, wt, (1,) * nd, pads, lhs_dilation=geo.stride,
-                                  rhs_dilation=geo.dilation, dimension_numbers=dn)
-
+from jaxseg.ops.conv_matrix import conv_transpose_matrix_apply
+from jaxseg.ops.policy import ConvPolicy
+from jaxseg.ops.xla import conv_lax, conv_transpose_lax
+from jaxseg.registry import CONV_TRANSPOSE_IMPLS
 
 def conv_transpose_direct(y, w, geo: ConvGeometry):
   """Scatter-add: each tap's (N, *n, C_out) contribution y @ w[t]^T lands on a strided grid.
@@ -107,7 +94,6 @@ def _col2im_fwd(y, w, geo):
 
 
 def _col2im_bwd(geo, res, g):
-  from jaxseg.ops.conv import conv_lax
   y, w = res
   # conv_transpose(y, w) = A_w^T y, so <conv_transpose(y, w), g> = <y, conv(g, w)>.
   dy, vjp_w = jax.vjp(lambda q: conv_lax(g, q, geo), w)
@@ -131,16 +117,19 @@ def _col2im(y, w, geo: ConvGeometry):
 conv_transpose_col2im.defvjp(_col2im_fwd, _col2im_bwd)
 
 
-def conv_transpose_matrix(y, w, geo: ConvGeometry):
-  from jaxseg.ops.conv_matrix import conv_transpose_matrix_apply
-  return conv_transpose_matrix_apply(y, w, geo)
+def conv_transpose_phase(y, w, geo: ConvGeometry):
+  """Stride-phase form (`jaxseg.ops.phase`): one stride-1 XLA conv and a depth-to-space (dilation 1)."""
+  if any(d != 1 for d in geo.dilation):
+    raise ConfigError(f"conv_transpose impl 'phase' supports dilation 1 only, got {geo.dilation}")
+  return phase.conv_transpose_phase(y, w, geo)
 
 
-_IMPLS = {"direct": conv_transpose_direct, "matrix": conv_transpose_matrix, "lax": conv_transpose_lax,
-          "col2im": conv_transpose_col2im}
+_IMPLS = {"direct": conv_transpose_direct, "matrix": conv_transpose_matrix_apply, "lax": conv_transpose_lax,
+          "col2im": conv_transpose_col2im, "phase": conv_transpose_phase}
 
 
-def conv_transpose(y, w, *, stride=1, padding="SAME", output_padding=None, dilation=1, impl="lax"):
+def conv_transpose(y, w, *, stride=1, padding="SAME", output_padding=None, dilation=1, impl="lax",
+                   policy: ConvPolicy | None = None):
   """Transposed convolution (Keras Conv2DTranspose semantics), the adjoint of `conv`.
 
   Args:
@@ -154,7 +143,12 @@ def conv_transpose(y, w, *, stride=1, padding="SAME", output_padding=None, dilat
       SAME, the output is placed as Keras places it, which makes this the
       adjoint of the conv with the explicit pads that placement implies
       (the same as TF SAME whenever a TF-SAME conv has these sizes).
-    impl: one of CONV_TRANSPOSE_IMPLS.
+    impl: one of CONV_TRANSPOSE_IMPLS: "direct" (a scatter-add per tap), "matrix"
+      (W^T of `conv_matrix`), "lax" (plain XLA: a conv over the stride-dilated
+      input), "col2im" (one GEMM + overlap-add), "phase" (stride phases: one
+      stride-1 conv + depth-to-space), "pallas" (kernels.conv_transpose), "auto"
+      (the fastest tested route on the platform it is lowered for: `jaxseg.ops.auto`).
+    policy: the `ConvPolicy` of "auto" (default: `DEFAULT_POLICY`); other impls ignore it.
 
   Returns:
     (N, *out, C_out) with out from Keras' `deconv_output_length`: in*stride
@@ -174,7 +168,23 @@ def conv_transpose(y, w, *, stride=1, padding="SAME", output_padding=None, dilat
                         f"which cannot be imported ({e})") from None
     opad = output_padding if output_padding is None or isinstance(output_padding, (tuple, list)) \
         else (output_padding,) * geo.nd
-    return conv_transpose_pallas(y, w, stride=geo.stride, padding=padding, output_padding=opad,
-                                 dilation=geo.dilation)
+    try:
+      return conv_transpose_pallas(y, w, stride=geo.stride, padding=padding, output_padding=opad,
+                                   dilation=geo.dilation)
+    except ValueError as e:
+      raise ConfigError(f"conv_transpose impl 'pallas': {e}") from None
+  if impl == "auto":
+    return auto.conv_transpose_auto(y, w, geo, policy)
   return _IMPLS[impl](y, w, geo)
+
+
+def conv_transpose_route(y_shape, w_shape, *, stride=1, padding="SAME", output_padding=None, dilation=1,
+                         batch: int | None = None, dtype=jnp.float32, platform: str | None = None,
+                         policy: ConvPolicy | None = None) -> str:
+  """The route `conv_transpose(..., impl="auto")` takes for these shapes on `platform`: one of
+  `auto.TRANSPOSE_ROUTES`, and for "phase" the route of its stride-1 conv ("phase + gemm_grad")."""
+  geo = conv_transpose_geometry(tuple(y_shape), tuple(w_shape), stride=stride, padding=padding,
+                                output_padding=output_padding, dilation=dilation)
+  return auto.describe("conv_transpose", geo, dtype=dtype, batch=y_shape[0] if batch is None else batch,
+                       platform=platform or jax.default_backend(), policy=policy)
 

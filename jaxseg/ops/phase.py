@@ -18,8 +18,9 @@ gives the input gradient of a strided conv (`conv_grad.col2im_input_grad`),
 which shares `interleave_phases` and `crop_to_input`.
 
 Dilation 1 only (the models' transposed convs). The stride-1 conv (q > 1)
-runs through `ops.conv.conv_lax_tuned`, so its gradients are XLA's dx and
-GEMM dW; the GEMMs of the q = 1 form are differentiated by JAX (GEMMs too).
+is the `conv_fn` passed in: XLA's for the named impl "phase", the `auto`
+route's under "auto". The GEMMs of the q = 1 form are differentiated by JAX
+(GEMMs too).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxseg.ops._common import ConvGeometry, conv_geometry, prod
+from jaxseg.ops.xla import conv_lax
 
 
 def taps_per_phase(geo: ConvGeometry) -> list[int]:
@@ -48,11 +50,6 @@ def phase_kernel(w, geo: ConvGeometry):
   w = jnp.flip(w, axis=tuple(2 * j for j in range(nd)))
   perm = [2 * j for j in range(nd)] + [2 * nd + 1] + [1 + 2 * j for j in range(nd)] + [2 * nd]
   return w.transpose(perm).reshape(q + [w.shape[-1], -1])      # (*q, C_in, (*s, C_out))
-
-
-# Kernels no larger than the stride (q == 1) as GEMMs per leading phase ("rows"), see
-# `_no_overlap`; False sends them through the one-conv-plus-depth-to-space form too.
-ROWS = True
 
 
 def _no_overlap(y, kern, geo: ConvGeometry):
@@ -81,18 +78,22 @@ def _no_overlap(y, kern, geo: ConvGeometry):
   return z.reshape([n] + [b * t for b, t in zip(blocks, s)] + [cout])
 
 
-def conv_transpose_phase(y, w, geo: ConvGeometry):
-  """`conv_transpose(y, w)` for the forward geometry `geo` (see `conv_transpose_geometry`)."""
-  from jaxseg.ops.conv import conv_lax_tuned
+def conv_transpose_phase(y, w, geo: ConvGeometry, *, conv_fn=conv_lax, rows: bool = True):
+  """`conv_transpose(y, w)` for the forward geometry `geo` (see `conv_transpose_geometry`).
+
+  conv_fn(y, kernel, geometry) computes the stride-1 conv of the phases; with
+  `rows`, kernels no larger than the stride (q == 1) take the GEMM-rows form
+  (`_no_overlap`) instead of the conv and a depth-to-space.
+  """
   n = y.shape[0]
   q = taps_per_phase(geo)
   kern = phase_kernel(w, geo)
-  if ROWS and all(qq == 1 for qq in q):
+  if rows and all(qq == 1 for qq in q):
     z = _no_overlap(y, kern, geo)                              # (N, *(blocks * s), C_out)
   else:
     pads = [(qq - 1, qq - 1) for qq in q]
     cgeo = conv_geometry(y.shape, kern.shape, stride=1, padding=pads, dilation=1, groups=1)
-    z = conv_lax_tuned(y, kern, cgeo)                          # (N, *blocks, (*s, C_out))
+    z = conv_fn(y, kern, cgeo)                                # (N, *blocks, (*s, C_out))
     blocks = list(z.shape[1:-1])
     z = interleave_phases(z.reshape([n] + blocks + list(geo.stride) + [w.shape[-2]]))
   return crop_to_input(z, geo)

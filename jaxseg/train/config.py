@@ -41,7 +41,7 @@ class TrainConfig:
   decay_steps: int = 1000
   optimizer: str = "adam"
   loss: str = "ce+dice"
-  conv_impl: str = "lax"
+  conv_impl: str = "auto"
   augment: bool = False
   seed: int = 0
   devices: int | None = None      # None: 1, or every device of a multi-process run

@@ -22,8 +22,9 @@ def test_train_json_has_step_seconds(capsys):
   assert (res["model"], res["batch_size"], res["image_size"]) == ("cnn3", 2, 32)
   for key in ("peak_rss_mb", "device_kind", "platform", "compile_seconds", "load_avg"):
     assert key in res
-  from jaxseg.ops import cpu_conv
-  assert res["cpu_conv_kernels"] == cpu_conv.available()   # the header says whether they ran
+  from jaxseg.ops import cpu
+  assert res["cpu_conv_kernels"] == cpu.available()   # the header says whether they ran
+  assert res["conv_impl"] == "auto"                   # the models' default
 
 
 def test_peers_without_torch_is_one_line_exit_2(monkeypatch, capsys):

@@ -46,58 +46,52 @@ def test_matrix_nnz_hand_count_and_conv_matrix():
   assert layers_lib.matrix_nnz(layer) == int((m.todense() != 0).sum())
 
 
-def test_wrong_impl_is_caught_before_timing(monkeypatch):
-  real_conv = jaxseg.ops.conv
-
-  def broken(x, w, *, impl="lax", **kw):
-    y = real_conv(x, w, impl="lax", **kw)
-    return y * 1.1 if impl == "im2col" else y  # 10% off: must be caught
-
-  monkeypatch.setattr(jaxseg.ops, "conv", broken)
+def test_wrong_impl_is_caught_before_timing():
+  # A variant 10% off, passed in as the im2col row's function: it must be reported, never timed.
   layer = layers_lib.table_layers("fcn", batch=1, image_size=32)[2]  # 2x2x200 -> 300, 3x3
+  good = conv_lib.layer_fn(layer, "im2col")
   rows = conv_lib.bench_layer(layer, ["lax", "im2col"], steps=1, warmup=0, budget=None,
-                              peak_gflops=None)
+                              peak_gflops=None, fns={"im2col": lambda x, w: good(x, w) * 1.1})
   by_impl = {r["impl"]: r for r in rows}
   assert by_impl["lax"]["status"] == "ok" and by_impl["lax"]["fwdbwd_s"] > 0
   assert by_impl["im2col"]["status"] == "wrong"
   assert "fwd_s" not in by_impl["im2col"] and "differs from lax" in by_impl["im2col"]["note"]
 
 
-def test_models_row_is_checked_against_lax_and_runs_the_cpu_kernels():
-  # A first layer (taps * C_in <= 64): on a machine with the C++ kernels the
-  # models' path runs them; either way it must agree with lax before timing.
-  from jaxseg.ops import cpu_conv
+def test_auto_row_is_checked_against_lax_and_runs_the_cpu_kernels():
+  # A first layer (taps * C_in <= 64): on a machine with the C++ kernels the auto route runs
+  # them; either way it must agree with lax before timing, and its note names the route.
+  from jaxseg.ops import cpu
   layer = layers_lib.ConvLayer("t", "first", "conv", (2, 40, 40, 1), (5, 5, 1, 20), (2, 20, 20, 20), (2, 2))
-  f = conv_lib.layer_fn(layer, conv_lib.MODELS_IMPL)
+  f = conv_lib.layer_fn(layer, "auto")
   x, w, _ = conv_lib.layer_inputs(layer)
   text = jax.jit(f).lower(x, w).as_text()
-  assert ("jaxseg_conv_forward" in text) == cpu_conv.available()
-  rows = conv_lib.bench_layer(layer, ["lax", conv_lib.MODELS_IMPL], steps=1, warmup=0, budget=None,
-                              peak_gflops=100.0)
-  models = next(r for r in rows if r["impl"] == conv_lib.MODELS_IMPL)
-  assert models["status"] == "ok" and models["max_rel_error"] < 1e-4 and models["fwdbwd_s"] > 0
-  assert models["route"] == ("C++ direct conv kernels" if cpu_conv.available() else "XLA")
+  assert ("jaxseg_conv_forward" in text) == cpu.available()
+  rows = conv_lib.bench_layer(layer, ["lax", "auto"], steps=1, warmup=0, budget=None, peak_gflops=100.0)
+  auto = next(r for r in rows if r["impl"] == "auto")
+  assert auto["status"] == "ok" and auto["max_rel_error"] < 1e-4 and auto["fwdbwd_s"] > 0
+  assert auto["route"] == ("cpu_direct: C++ direct conv kernels" if cpu.available() else "gemm_grad: XLA forward, GEMM backward")
 
 
-def test_models_row_names_winograd_where_the_layers_run_it():
+def test_auto_row_names_winograd_where_the_layers_run_it():
   # The FCN's 3x3 200 -> 300 layer on a small image: Winograd on a machine with the kernels,
   # checked against lax like every row (its rounding differs from the direct sum's).
-  from jaxseg.ops import cpu_conv
+  from jaxseg.ops import cpu
   layer = layers_lib.table_layers("fcn", batch=1, image_size=64)[2]
   assert layer.w_shape == (3, 3, 200, 300)
   x, w, _ = conv_lib.layer_inputs(layer)
-  text = jax.jit(conv_lib.layer_fn(layer, conv_lib.MODELS_IMPL)).lower(x, w).as_text()
-  assert ("jaxseg_winograd_transform" in text) == cpu_conv.available()
-  rows = conv_lib.bench_layer(layer, ["lax", conv_lib.MODELS_IMPL], steps=1, warmup=0, budget=None,
-                              peak_gflops=100.0)
-  models = rows[1]
-  assert models["status"] == "ok" and models["max_rel_error"] < 1e-4
-  assert models["route"].startswith("Winograd") == cpu_conv.available()
+  text = jax.jit(conv_lib.layer_fn(layer, "auto")).lower(x, w).as_text()
+  assert ("jaxseg_winograd_transform" in text) == cpu.available()
+  rows = conv_lib.bench_layer(layer, ["lax", "auto"], steps=1, warmup=0, budget=None, peak_gflops=100.0)
+  auto = rows[1]
+  assert auto["status"] == "ok" and auto["max_rel_error"] < 1e-4
+  assert auto["route"].startswith("winograd") == cpu.available()
+  # the same layer as seen from a GPU: XLA
+  assert conv_lib.auto_route(layer, platform="cuda") == "xla: XLA"
 
 
-def test_models_impl_is_refused_for_train(capsys):
-  from jaxseg import cli
-  status = cli.main(["bench", "--what", "train", "--impls", "models", "--steps", "1"])
-  assert status == 2
-  err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and "--impls models" in err[0]
+def test_every_impl_is_listed_once_from_the_registry():
+  from jaxseg import ops, registry
+  assert conv_lib.impls_available("conv") == registry.CONV_IMPLS == ops.CONV_IMPLS
+  assert conv_lib.impls_available("conv_transpose") == registry.CONV_TRANSPOSE_IMPLS
+  assert "auto" in registry.CONV_IMPLS and {"phase", "auto"} <= set(registry.CONV_TRANSPOSE_IMPLS)

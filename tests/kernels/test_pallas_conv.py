@@ -151,9 +151,18 @@ class ShapeErrorTest(parameterized.TestCase):
       conv_transpose_pallas(jnp.zeros((1, 2, 2, 2, 2)), jnp.zeros((2, 2, 2, 2, 2)))
 
 
-def test_interpret_default_follows_backend():
-  assert backend.resolve_interpret(None) == (jax.default_backend() == "cpu")
-  assert backend.resolve_interpret(False) is False
+def test_interpret_default_is_chosen_when_lowering():
+  # interpret=None stays None (backend.pallas_call makes it a platform_dependent): run here it
+  # interprets and matches the reference; lowered for CUDA the same trace holds the GPU kernel.
+  assert backend.resolve_interpret(None) is None
+  assert backend.resolve_interpret(False) is False and backend.resolve_interpret(1) is True
+  x, w = _arrays(5, (1, 6, 6, 3), (3, 3, 3, 4))
+  chex.assert_trees_all_close(np.asarray(conv_pallas(x, w)), reference.conv(x, w, padding="SAME"), **TOL)
+  traced = jax.jit(lambda x, w: conv_pallas(x, w)).trace(x, w)
+  cuda = traced.lower(lowering_platforms=("cuda",)).as_text()
+  cpu = traced.lower(lowering_platforms=("cpu",)).as_text()
+  assert sum(cuda.count(t) for t in backend.GPU_CALL_TARGETS) == 1 and "stablehlo.while" not in cuda
+  assert not any(t in cpu for t in backend.GPU_CALL_TARGETS) and "stablehlo.while" in cpu
 
 
 def test_ops_dispatch_conv_transpose_pallas():

@@ -197,17 +197,6 @@ def test_errors():
                    jnp.zeros((1, 64, 64, 1)))
 
 
-def _available(impl):
-  """Whether the ops implement conv with ``impl`` and conv_transpose with its adjoint."""
-  x, w = jnp.ones((1, 4, 4, 1)), jnp.ones((2, 2, 1, 1))
-  try:
-    ops.conv(x, w, impl=impl)
-    ops.conv_transpose(x, w, stride=2, impl=layers.transpose_impl(impl))
-  except (NotImplementedError, ConfigError, TypeError):
-    return False
-  return True
-
-
 # Small versions of every model; each must give the same logits on every impl.
 SMALL = {
     "cnn3": ((2, 12, 10, 1), {}),
@@ -223,30 +212,28 @@ SMALL = {
 # term per kernel tap, so the FCN's 31x31 transposed conv (961 taps) takes
 # minutes to compile and the FCN is checked on im2col (+ col2im) instead.
 @pytest.mark.parametrize("name,impl", [
-    ("cnn3", "im2col"), ("cnn3", "direct"), ("dense", "direct"), ("fcn", "im2col"),
-    ("unet", "direct"), ("unet_small", "im2col"), ("unet3d", "im2col"),
+    ("cnn3", "im2col"), ("cnn3", "direct"), ("dense", "direct"), ("fcn", "im2col"), ("fcn", "auto"),
+    ("unet", "direct"), ("unet_small", "im2col"), ("unet_small", "auto"), ("unet3d", "im2col"),
+    ("unet3d", "auto"),
 ])
 def test_conv_impls_agree_with_lax(name, impl):
   # unet covers unpadded convs and cropped skips; unet_small SAME padding, ELU and dropout layers.
-  if not _available(impl):
-    pytest.skip(f"jaxseg.ops has no {impl!r} conv / conv_transpose yet")
+  # Every impl listed must run: an error is a failure, never a skip.
   shape, kw = SMALL[name]
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
   variables = _random_variables(models.create(name, **kw), x)
-  expected = jax.jit(models.create(name, **kw).apply)(variables, x)
+  expected = jax.jit(models.create(name, conv_impl="lax", **kw).apply)(variables, x)
   got = jax.jit(models.create(name, conv_impl=impl, **kw).apply)(variables, x)
   assert np.abs(np.asarray(expected)).max() > 1e-3
   chex.assert_trees_all_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_lax_models_run_strided_up_convs_in_phase_form():
-  assert layers.transpose_impl("lax", (2, 2), (2, 2)) == "phase"
-  assert layers.transpose_impl("lax", (2, 2, 2), (2, 2, 2)) == "phase"
-  assert layers.transpose_impl("lax", (31, 31), (16, 16)) == "phase"   # the FCN's upscore
-  assert layers.transpose_impl("lax", (3, 3), (1, 1)) == "lax"
-  assert layers.transpose_impl("lax") == "lax"
-  assert layers.transpose_impl("im2col", (31, 31), (16, 16)) == "col2im"
-  # and the layer gives XLA's transposed conv (values and gradients) on a U-Net-shaped input
+def test_models_default_to_auto_and_transposed_convs_use_the_adjoint_impl():
+  assert models.create("fcn").conv_impl == "auto"
+  assert layers.transpose_impl("im2col") == "col2im"
+  for impl in ("auto", "lax", "direct", "matrix", "pallas"):
+    assert layers.transpose_impl(impl) == impl
+  # An auto up-conv (phase form on the CPU) gives XLA's transposed conv, values and gradients.
   x = jax.random.normal(jax.random.key(1), (2, 4, 4, 8))
   w = jax.random.normal(jax.random.key(2), (2, 2, 3, 8))
   g = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
@@ -256,13 +243,13 @@ def test_lax_models_run_strided_up_convs_in_phase_form():
   def value_and_vjps(x, w, g):
     outs = {}
     y, vjp = jax.vjp(lambda a, b: layer.apply({"params": {"kernel": b}}, a), x, w)
-    outs["phase"] = (y, *vjp(g))
+    outs["auto"] = (y, *vjp(g))
     y, vjp = jax.vjp(lambda a, b: ops.conv_transpose(a, b, stride=2, impl="lax"), x, w)
     outs["lax"] = (y, *vjp(g))
     return outs
 
   outs = value_and_vjps(x, w, g)
-  chex.assert_trees_all_close(outs["phase"], outs["lax"], atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close(outs["auto"], outs["lax"], atol=1e-5, rtol=1e-5)
 
 
 def test_elu_values_and_derivative_equal_numpy():

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 from jaxseg import ops, reference
-from jaxseg.ops import conv_grad, phase
+from jaxseg.ops import DEFAULT_POLICY, auto, conv_grad, phase
 from jaxseg.ops._common import conv_geometry, conv_transpose_geometry
-from jaxseg.ops.conv import conv_lax, conv_lax_tuned
+from jaxseg.ops.xla import conv_lax
 from ops_strategies import arrays as _arrays, conv_transpose_cases, jit_run, seeds
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -78,8 +78,9 @@ def test_lax_conv_gradients_equal_numpy_and_xla(x_shape, w_shape, stride, paddin
   (g,) = _arrays(8, (x_shape[0],) + geo.out_shape + (w_shape[-1],))
 
   def all_three(a, b, c):
-    gemm = jax.vjp(lambda p, q: conv_grad.conv_lax_gemm_grad(p, q, geo), a, b)  # forced
-    public = jax.vjp(lambda p, q: conv_lax_tuned(p, q, geo), a, b)  # as the models' layers route it
+    strided = any(s > 1 for s in geo.stride) and all(d == 1 for d in geo.dilation)
+    gemm = jax.vjp(lambda p, q: conv_grad.conv(p, q, geo, dx="col2im" if strided else "xla"), a, b)  # forced
+    public = jax.vjp(lambda p, q: auto.conv_auto(p, q, geo), a, b)  # as the models' layers route it
     xla = jax.vjp(lambda p, q: conv_lax(p, q, geo), a, b)
     return gemm[0], gemm[1](c), public[0], public[1](c), xla[1](c)
 
@@ -93,8 +94,14 @@ def test_lax_conv_gradients_equal_numpy_and_xla(x_shape, w_shape, stride, paddin
 
 
 def test_which_layers_take_the_gemm_weight_gradient():
+  # The rule of ConvPolicy.gemm_*, on the routes without the C++ kernels (kernels=False: those
+  # come first where they apply, see test_auto.py).
   def geo(x_shape, w_shape, stride=1, groups=1):
     return conv_geometry(x_shape, w_shape, stride=stride, padding="SAME", dilation=1, groups=groups)
+
+  def gemm(g, batch):
+    return auto.conv_route(g, batch=batch, kernels=False) == "gemm_grad"
+
   fcn_conv0 = geo((8, 256, 256, 1), (5, 5, 1, 100), 2)
   fcn_conv1 = geo((8, 64, 64, 100), (5, 5, 100, 200), 2)
   unet_full_res = geo((8, 256, 256, 16), (3, 3, 16, 16))
@@ -103,15 +110,16 @@ def test_which_layers_take_the_gemm_weight_gradient():
   unet_32_batch32 = geo((32, 32, 32, 128), (3, 3, 128, 128))    # 2^15 rows
   fcn_upscore_phase = geo((8, 16, 16, 2), (2, 2, 2, 512))       # 8 * 17 * 17 rows, padded
   grouped = geo((8, 16, 16, 64), (3, 3, 32, 64), stride=2, groups=2)
-  assert conv_grad.applies(fcn_conv0, 8) and conv_grad.applies(fcn_conv1, 8)   # strided
+  assert gemm(fcn_conv0, 8) and gemm(fcn_conv1, 8)   # strided
   fcn_conv3 = geo((8, 16, 16, 200), (3, 3, 200, 300))            # few rows, large patches
-  assert conv_grad.applies(fcn_upscore_phase, 8)                # few rows, small patches
-  assert not conv_grad.applies(unet_32, 8) and not conv_grad.applies(fcn_conv3, 8)
-  assert not conv_grad.applies(unet_full_res, 8)        # XLA's dW is faster there
-  assert not conv_grad.applies(unet_128, 8)
-  assert not conv_grad.applies(unet_32_batch32, 32)
-  assert not conv_grad.applies(grouped, 8)
-  assert conv_grad._small(fcn_conv0) and not conv_grad._small(fcn_conv1)
+  assert gemm(fcn_upscore_phase, 8)                # few rows, small patches
+  assert not gemm(unet_32, 8) and not gemm(fcn_conv3, 8)
+  assert not gemm(unet_full_res, 8)        # XLA's dW is faster there
+  assert not gemm(unet_128, 8)
+  assert not gemm(unet_32_batch32, 32)
+  assert not gemm(grouped, 8)
+  small = DEFAULT_POLICY.gemm_small_patch
+  assert len(fcn_conv0.taps) * fcn_conv0.cin <= small < len(fcn_conv1.taps) * fcn_conv1.cin
 
 
 PHASE_CASES = [

@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3) convs (`jaxseg.ops.winograd`) against NumPy.
+"""Winograd F(4x4, 3x3) convs (`jaxseg.ops.cpu.winograd`) against NumPy.
 
 The transform matrices against the 1-D correlation they stand for (float64,
 independent of the C++); each C++ transform against its NumPy form and its
@@ -7,8 +7,10 @@ against einsum; then the whole conv, forward and both gradients, against the
 NumPy reference on geometries with tile remainders (output sizes not multiples
 of 4, images smaller than a tile), channel counts that are not multiples of 16,
 VALID and asymmetric pads, 3x3/1, 5x5/2 and 6x6/2; which of the models' layers
-route here; shard_map; and the switches.
+route here under `auto` and its policy; shard_map.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -16,11 +18,11 @@ import numpy as np
 import pytest
 
 from jaxseg import reference
-from jaxseg.ops import cpu_conv, winograd
+from jaxseg.ops import DEFAULT_POLICY, auto
 from jaxseg.ops._common import conv_geometry
-from jaxseg.ops.conv import conv_lax_tuned
+from jaxseg.ops.cpu import build, winograd
 
-from test_cpu_conv import _machine_can
+from test_cpu_direct import _machine_can
 from test_fast_paths import numpy_input_grad, numpy_weight_grad
 
 pytestmark = pytest.mark.skipif(not _machine_can(), reason="needs AVX-512 and a C++ compiler")
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.skipif(not _machine_can(), reason="needs AVX-512 and a 
 
 @pytest.fixture(scope="module", autouse=True)
 def _kernels():
-  assert cpu_conv.available(), "the C++ kernels did not build on a machine that can build them"
+  assert build.available(), "the C++ kernels did not build on a machine that can build them"
 
 
 def _close(got, want, rel=2e-5):
@@ -136,29 +138,28 @@ def test_conv_and_gradients_match_numpy(x_shape, w_shape, stride, padding):
 
 
 def test_which_layers_use_it():
+  def applies(geo, policy=None):
+    return auto.conv_route(geo, batch=geo.in_shape[0], policy=policy) == "winograd"
   fcn2 = _geo((8, 64, 64, 100), (5, 5, 100, 200), 2, "SAME")
   fcn3 = _geo((8, 16, 16, 200), (3, 3, 200, 300), 1, "SAME")
   unet_64 = _geo((8, 64, 64, 64), (3, 3, 64, 64), 1, "SAME")
-  assert winograd.applies(fcn2) and winograd.applies(fcn3) and winograd.applies(unet_64)
-  assert not winograd.applies(_geo((8, 256, 256, 1), (5, 5, 1, 100), 2, "SAME"))     # FCN conv1
-  assert not winograd.applies(_geo((8, 16, 16, 300), (3, 3, 300, 2), 1, "SAME"))     # class scores
-  assert not winograd.applies(_geo((8, 128, 128, 32), (3, 3, 32, 32), 1, "SAME"))    # large image
+  assert applies(fcn2) and applies(fcn3) and applies(unet_64)
+  assert not applies(_geo((8, 256, 256, 1), (5, 5, 1, 100), 2, "SAME"))     # FCN conv1
+  assert not applies(_geo((8, 16, 16, 300), (3, 3, 300, 2), 1, "SAME"))     # class scores
+  assert not applies(_geo((8, 128, 128, 32), (3, 3, 32, 32), 1, "SAME"))    # large image
   assert not winograd.supports(_geo((8, 64, 64, 64), (3, 3, 64, 64), 2, "SAME"))     # 3x3/2
   assert not winograd.supports(_geo((8, 64, 64, 64), (7, 7, 64, 64), 2, "SAME"))     # 4 taps/dim
+  # The policy's knobs move the rule; Winograd off, or no C++ kernels, and no layer takes it.
+  replace = lambda **kw: dataclasses.replace(DEFAULT_POLICY, **kw)
+  assert not applies(fcn3, replace(winograd=False)) and not applies(fcn3, replace(cpu_kernels=False))
+  assert applies(_geo((8, 128, 128, 32), (3, 3, 32, 32), 1, "SAME"), replace(winograd_max_pixels=128 * 128))
+  assert not applies(unet_64, replace(winograd_min_channels=65))
   x = jnp.zeros((2, 16, 16, 200))
   w = jnp.zeros((3, 3, 200, 300))
   geo = _geo(x.shape, w.shape, 1, "SAME")
-  assert "jaxseg_winograd_transform" in jax.jit(lambda x, w: conv_lax_tuned(x, w, geo)).lower(x, w).as_text()
-
-
-def test_switches(monkeypatch):
-  geo = _geo((8, 16, 16, 200), (3, 3, 200, 300), 1, "SAME")
-  monkeypatch.setattr(winograd, "ENABLED", False)
-  assert not winograd.applies(geo)
-  monkeypatch.setattr(winograd, "ENABLED", True)
-  monkeypatch.setenv("JAXSEG_CPU_KERNELS", "0")
-  monkeypatch.setattr(cpu_conv, "_state", {})
-  assert not winograd.applies(geo)
+  assert "jaxseg_winograd_transform" in jax.jit(lambda x, w: auto.conv_auto(x, w, geo)).lower(x, w).as_text()
+  off = replace(winograd=False)
+  assert "jaxseg_winograd_transform" not in jax.jit(lambda x, w: auto.conv_auto(x, w, geo, off)).lower(x, w).as_text()
 
 
 def test_shard_map_batch_split_matches_numpy():
@@ -171,8 +172,8 @@ def test_shard_map_batch_split_matches_numpy():
   x = r.standard_normal((4, 10, 10, 40)).astype(np.float32)
   w = (r.standard_normal((3, 3, 40, 48)) / 19).astype(np.float32)
   geo = _geo((2, 10, 10, 40), w.shape, 1, "SAME")
-  assert winograd.applies(geo)
-  f = jax.shard_map(lambda w, x: conv_lax_tuned(x, w, geo), mesh=mesh, in_specs=(P(), P("data")),
+  assert auto.conv_route(geo, batch=2) == "winograd"
+  f = jax.shard_map(lambda w, x: auto.conv_auto(x, w, geo), mesh=mesh, in_specs=(P(), P("data")),
                     out_specs=P("data"))
   dw = jax.jit(jax.grad(lambda w: jnp.sum(f(w, x) ** 2)))(w)
   want = numpy_weight_grad(x, 2 * reference.conv(x, w, stride=1, padding="SAME"), w.shape,

@@ -1,4 +1,4 @@
-"""The C++ direct conv kernels (`jaxseg.ops.cpu_conv`) against the NumPy reference.
+"""The C++ direct conv kernels (`jaxseg.ops.cpu.direct`) against the NumPy reference.
 
 Forward, input gradient and weight gradient on geometries that reach every
 code path of `_cpu_conv.cc`: left/right edge pixels and top/bottom rows (pads
@@ -7,8 +7,9 @@ counts that are and are not multiples of 16 (1, 4, 16, 20, 36, 48, 64, 100:
 each block kind 16/32/48/64 and a tail), one input channel, more taps per
 kernel row than a weight-gradient group (16), images narrower than a strip,
 and a batch of rows split into parts over threads. Then the models' layers:
-`conv_lax_tuned` routes the U-Net's and the FCN's small-channel layers here,
-and a step's gradients must match XLA's.
+the `auto` route sends the U-Net's and the FCN's small-channel layers here,
+and a step's gradients must match XLA's. The build: a missing or failing
+compiler leaves XLA's convolution in place.
 """
 
 import os
@@ -21,9 +22,9 @@ import pytest
 
 from jaxseg import reference
 from jaxseg.errors import ConfigError
-from jaxseg.ops import cpu_conv
+from jaxseg.ops import auto
 from jaxseg.ops._common import conv_geometry
-from jaxseg.ops.conv import conv_lax_tuned
+from jaxseg.ops.cpu import build, direct
 
 from test_fast_paths import numpy_input_grad, numpy_weight_grad
 
@@ -66,7 +67,7 @@ IDS = [f"{x[1]}x{x[2]}x{x[3]}-{w[0]}x{w[1]}->{w[3]}/{s}" for x, w, s, _ in CASES
 
 @pytest.fixture(scope="module", autouse=True)
 def _kernels():
-  assert cpu_conv.available(), "the C++ kernels did not build on a machine that can build them"
+  assert build.available(), "the C++ kernels did not build on a machine that can build them"
 
 
 def _data(x_shape, w_shape, seed=0):
@@ -78,12 +79,12 @@ def _data(x_shape, w_shape, seed=0):
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding", CASES, ids=IDS)
 def test_forward_and_gradients_match_numpy(x_shape, w_shape, stride, padding):
   x, w = _data(x_shape, w_shape)
-  f = jax.jit(lambda x, w: cpu_conv.conv(x, w, stride=stride, padding=padding))
+  f = jax.jit(lambda x, w: direct.conv(x, w, stride=stride, padding=padding))
   y = np.asarray(f(x, w))
   ref = reference.conv(x.astype(np.float64), w.astype(np.float64), stride=stride, padding=padding)
   np.testing.assert_allclose(y, ref, **TOL)
   g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-  _, vjp = jax.vjp(lambda x, w: cpu_conv.conv(x, w, stride=stride, padding=padding), x, w)
+  _, vjp = jax.vjp(lambda x, w: direct.conv(x, w, stride=stride, padding=padding), x, w)
   dx, dw = jax.jit(vjp)(g)
   np.testing.assert_allclose(
       dw, numpy_weight_grad(x, g, w_shape, stride=stride, padding=padding, dilation=1), **TOL)
@@ -96,7 +97,7 @@ def test_every_thread_part_and_edge_is_written():
   # the number of in-image taps times the kernel sum, so a skipped edge or part shows.
   x = np.ones((4, 33, 35, 16), np.float32)
   w = np.ones((3, 3, 16, 32), np.float32)
-  y = np.asarray(jax.jit(cpu_conv.conv)(x, w))
+  y = np.asarray(jax.jit(direct.conv)(x, w))
   rows = np.array([2] + [3] * 31 + [2])
   cols = np.array([2] + [3] * 33 + [2])
   expected = (rows[:, None] * cols[None, :] * 16).astype(np.float32)
@@ -106,7 +107,7 @@ def test_every_thread_part_and_edge_is_written():
 def test_weight_gradient_is_deterministic():
   x, w = _data((8, 20, 20, 16), (3, 3, 16, 16))
   g = np.random.default_rng(2).standard_normal((8, 20, 20, 16)).astype(np.float32)
-  f = jax.jit(lambda x, g: jax.vjp(lambda w: cpu_conv.conv(x, w), w)[1](g)[0])
+  f = jax.jit(lambda x, g: jax.vjp(lambda w: direct.conv(x, w), w)[1](g)[0])
   first = np.asarray(f(x, g))
   for _ in range(3):
     np.testing.assert_array_equal(np.asarray(f(x, g)), first)
@@ -115,9 +116,9 @@ def test_weight_gradient_is_deterministic():
 def test_rejects_what_it_cannot_do():
   x = jnp.zeros((1, 8, 8, 4))
   with pytest.raises(ConfigError):
-    cpu_conv.conv(x.astype(jnp.float16), jnp.zeros((3, 3, 4, 16), jnp.float16))
+    direct.conv(x.astype(jnp.float16), jnp.zeros((3, 3, 4, 16), jnp.float16))
   with pytest.raises(ConfigError):
-    cpu_conv.conv(jnp.zeros((1, 8, 8, 8, 4)), jnp.zeros((3, 3, 3, 4, 16)))   # 3-D
+    direct.conv(jnp.zeros((1, 8, 8, 8, 4)), jnp.zeros((3, 3, 3, 4, 16)))   # 3-D
 
 
 def test_models_layers_route_here_and_match_xla():
@@ -125,18 +126,18 @@ def test_models_layers_route_here_and_match_xla():
   unet = conv_geometry((8, 256, 256, 16), (3, 3, 16, 16), stride=1, padding="SAME", dilation=1, groups=1)
   fcn1 = conv_geometry((8, 256, 256, 1), (5, 5, 1, 100), stride=2, padding="SAME", dilation=1, groups=1)
   deep = conv_geometry((8, 16, 16, 200), (3, 3, 200, 300), stride=1, padding="SAME", dilation=1, groups=1)
-  assert cpu_conv.applies(unet) and cpu_conv.applies(fcn1)
-  assert not cpu_conv.applies(deep)          # the FCN's deep layers stay with XLA
-  # ... and conv_lax_tuned's values and gradients are XLA's on such a layer.
+  assert auto.conv_route(unet, batch=8) == auto.conv_route(fcn1, batch=8) == "cpu_direct"
+  assert auto.conv_route(deep, batch=8) == "winograd"          # the FCN's deep layers: not these kernels
+  # ... and the auto conv's values and gradients are XLA's on such a layer.
   x, w = _data((2, 64, 64, 16), (3, 3, 16, 32))
   geo = conv_geometry(x.shape, w.shape, stride=1, padding="SAME", dilation=1, groups=1)
-  assert cpu_conv.applies(geo)
+  assert auto.conv_route(geo, batch=2) == "cpu_direct"
   xla = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
   loss = lambda f: lambda x, w: jnp.sum(jnp.tanh(f(x, w)))
-  tuned = jax.jit(jax.value_and_grad(loss(lambda x, w: conv_lax_tuned(x, w, geo)), (0, 1)))
+  tuned = jax.jit(jax.value_and_grad(loss(lambda x, w: auto.conv_auto(x, w, geo)), (0, 1)))
   plain = jax.jit(jax.value_and_grad(loss(xla), (0, 1)))
-  text = jax.jit(lambda x, w: conv_lax_tuned(x, w, geo)).lower(x, w).as_text()
+  text = jax.jit(lambda x, w: auto.conv_auto(x, w, geo)).lower(x, w).as_text()
   assert "jaxseg_conv_forward" in text
   (v1, (dx1, dw1)), (v2, (dx2, dw2)) = tuned(x, w), plain(x, w)
   np.testing.assert_allclose(v1, v2, rtol=1e-5)
@@ -144,31 +145,33 @@ def test_models_layers_route_here_and_match_xla():
   np.testing.assert_allclose(dw1, dw2, atol=1e-3, rtol=1e-4)
 
 
-def test_switched_off_by_environment(monkeypatch):
-  geo = conv_geometry((8, 256, 256, 16), (3, 3, 16, 16), stride=1, padding="SAME", dilation=1, groups=1)
-  monkeypatch.setenv("JAXSEG_CPU_KERNELS", "0")
-  assert not cpu_conv.enabled()
-  monkeypatch.setattr(cpu_conv, "_state", {})      # forget the earlier build: available() looks again
-  assert not cpu_conv.applies(geo)
-
-
 @pytest.mark.parametrize("compiler", ["missing", "failing"])
-def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path, caplog, compiler):
+def test_build_failure_falls_back_with_a_warning(tmp_path, caplog, compiler):
   if compiler == "failing":
     cxx = tmp_path / "cxx"
     cxx.write_text("#!/bin/sh\necho 'error: this compiler fails' >&2\nexit 1\n")
     cxx.chmod(0o755)
   else:
     cxx = tmp_path / "no-such-compiler"
-  monkeypatch.setenv("CXX", str(cxx))
-  monkeypatch.setenv("JAXSEG_CACHE_DIR", str(tmp_path / "cache"))
-  monkeypatch.setattr(cpu_conv, "_state", {})
-  with caplog.at_level("WARNING", logger="jaxseg.ops.cpu_conv"):
-    assert cpu_conv.available() is False
-  assert "unavailable" in caplog.text and ("fails" in caplog.text or "no C++ compiler" in caplog.text)
+  options = build.BuildOptions(str(cxx), tmp_path / "cache")
+  with pytest.raises(RuntimeError, match="fails" if compiler == "failing" else "no C\\+\\+ compiler"):
+    build.build(options)
+  with caplog.at_level("WARNING", logger="jaxseg.ops.cpu"):
+    assert build.load(options) is None
+  assert "unavailable" in caplog.text
   assert not list((tmp_path / "cache").glob("*.so"))      # no half-written library left behind
+  # Without the kernels the auto route keeps XLA's conv for the layers that would take them.
   geo = conv_geometry((8, 256, 256, 16), (3, 3, 16, 16), stride=1, padding="SAME", dilation=1, groups=1)
-  assert not cpu_conv.applies(geo)
+  assert auto.conv_route(geo, batch=8, kernels=False) == "xla"
+
+
+def test_build_compiles_into_the_cache_once(tmp_path):
+  # A fresh cache directory gets one library named by the source's key; a second build reuses it.
+  options = build.BuildOptions(build.default_options().compiler, tmp_path / "cache")
+  path = build.build(options)
+  assert path.parent == tmp_path / "cache" and path.exists()
+  mtime = path.stat().st_mtime_ns
+  assert build.build(options) == path and path.stat().st_mtime_ns == mtime
 
 
 def test_shard_map_batch_split_matches_single_device():
@@ -179,9 +182,9 @@ def test_shard_map_batch_split_matches_single_device():
   mesh = Mesh(np.array(devices), ("data",))
   x, w = _data((4, 64, 64, 16), (3, 3, 16, 16))
   geo = conv_geometry((2, 64, 64, 16), w.shape, stride=1, padding="SAME", dilation=1, groups=1)
-  assert cpu_conv.applies(geo)
+  assert auto.conv_route(geo, batch=2) == "cpu_direct"
 
-  f = jax.shard_map(lambda w, x: conv_lax_tuned(x, w, geo), mesh=mesh, in_specs=(P(), P("data")),
+  f = jax.shard_map(lambda w, x: auto.conv_auto(x, w, geo), mesh=mesh, in_specs=(P(), P("data")),
                     out_specs=P("data"))
   dw = jax.jit(jax.grad(lambda w: jnp.sum(f(w, x) ** 2)))(w)
   ref_dw = numpy_weight_grad(x, 2 * reference.conv(x, w, stride=1, padding="SAME"), w.shape,
@@ -189,53 +192,22 @@ def test_shard_map_batch_split_matches_single_device():
   np.testing.assert_allclose(dw, ref_dw, atol=1e-2, rtol=1e-4)
 
 
-def test_conv_grad_forward_by_the_kernel_when_switched_on(monkeypatch):
-  from jaxseg.ops import conv_grad
-  monkeypatch.setattr(conv_grad, "KERNEL_FORWARD", True)
-  x, w = _data((2, 16, 16, 20), (5, 5, 20, 32))
-  geo = conv_geometry(x.shape, w.shape, stride=2, padding="SAME", dilation=1, groups=1)
-  assert conv_grad.applies(geo, 2) and not cpu_conv.applies(geo) and conv_grad.kernel_forward(geo, x.dtype)
-  f = lambda x, w: conv_lax_tuned(x, w, geo)
-  assert "jaxseg_conv_forward" in jax.jit(f).lower(x, w).as_text()
-  np.testing.assert_allclose(jax.jit(f)(x, w), reference.conv(x, w, stride=2, padding="SAME"), **TOL)
-
-
 @pytest.mark.parametrize("name", ["fcn", "unet_small"])
-def test_model_gradients_match_pure_xla(name, monkeypatch):
-  # The whole model's loss gradient with the kernels (first layers, stride-phase dx,
-  # the U-Net's >= 32^2 layers, Winograd for the many-channel ones) vs with XLA's convs
-  # everywhere. Winograd rounds differently (1e-6 to 1e-5 of a layer's scale), within the same bound.
+def test_model_gradients_match_pure_xla(name):
+  # The whole model's loss gradient on "auto" (first layers and few-channel layers on the C++
+  # kernels, stride-phase dx, Winograd for the many-channel ones) vs the same model on "lax"
+  # (XLA's convs and autodiff everywhere). Winograd rounds differently (1e-6 to 1e-5 of a layer's
+  # scale); through the whole network the gradients agree within 1e-5 of each leaf's scale.
   from jaxseg import losses, models
-  from jaxseg.ops import conv_grad, winograd
-  m = models.create(name)
   x = jax.random.normal(jax.random.key(0), (2, 64, 64, 1))
   y = (jax.random.uniform(jax.random.key(1), (2, 64, 64)) > 0.7).astype(jnp.int32)
-  params = m.init(jax.random.key(2), x)
-  grad = lambda: jax.jit(jax.grad(lambda p: losses.softmax_cross_entropy(m.apply(p, x), y)))(params)
-  text = jax.jit(lambda p: m.apply(p, x)).lower(params).as_text()
-  assert "jaxseg_conv_forward" in text and "jaxseg_winograd_transform" in text
-  with_kernels = grad()
-  monkeypatch.setattr(cpu_conv, "applies", lambda *a, **k: False)
-  monkeypatch.setattr(conv_grad, "KERNEL_DX", False)
-  monkeypatch.setattr(winograd, "ENABLED", False)
-  assert "jaxseg_" not in jax.jit(lambda p: m.apply(p, x)).lower(params).as_text()
-  pure_xla = grad()
-  for a, b in zip(jax.tree.leaves(with_kernels), jax.tree.leaves(pure_xla)):
+  grads, texts = {}, {}
+  for impl in ("auto", "lax"):
+    m = models.create(name, conv_impl=impl)
+    params = m.init(jax.random.key(2), x)
+    texts[impl] = jax.jit(lambda p: m.apply(p, x)).lower(params).as_text()
+    grads[impl] = jax.jit(jax.grad(lambda p: losses.softmax_cross_entropy(m.apply(p, x), y)))(params)
+  assert "jaxseg_conv_forward" in texts["auto"] and "jaxseg_winograd_transform" in texts["auto"]
+  assert "custom_call" not in texts["lax"]
+  for a, b in zip(jax.tree.leaves(grads["auto"]), jax.tree.leaves(grads["lax"])):
     np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.max(jnp.abs(b))) + 1e-8, rtol=1e-4)
-
-
-def test_switched_off_a_model_lowers_for_a_gpu_without_cpu_custom_calls(monkeypatch):
-  # The kernels are chosen at trace time from the default backend; on a CPU host the way to
-  # lower a conv_impl="lax" model for CUDA is JAXSEG_CPU_KERNELS=0 (README).
-  from jaxseg import losses, models
-  m = models.create("fcn")
-  x = jnp.zeros((2, 64, 64, 1))
-  y = jnp.zeros((2, 64, 64), jnp.int32)
-  params = m.init(jax.random.key(0), x)
-  def lowered_for_cuda():   # a new function each time: no cached trace
-    g = lambda p: jax.grad(lambda p: losses.softmax_cross_entropy(m.apply(p, x), y))(p)
-    return jax.jit(g).trace(params).lower(lowering_platforms=("cuda",)).as_text()
-  assert "jaxseg_" in lowered_for_cuda()
-  monkeypatch.setenv("JAXSEG_CPU_KERNELS", "0")
-  monkeypatch.setattr(cpu_conv, "_state", {})
-  assert "jaxseg_" not in lowered_for_cuda()

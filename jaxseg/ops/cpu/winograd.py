@@ -1,4 +1,4 @@
-"""Winograd convolution F(4x4, 3x3) on the CPU, by the C++ kernels of `cpu_conv`.
+"""Winograd convolution F(4x4, 3x3) on the CPU, by the C++ kernels of `jaxseg.ops.cpu`.
 
 A 3x3 stride-1 conv computes each 4x4 block of output pixels from a 6x6 input
 tile with 36 multiplications per (input, output) channel pair instead of
@@ -19,7 +19,7 @@ rounding differs from the direct sum (the transforms scale by up to 8 and
 1/24): errors of 1e-6 to 1e-5 relative to the output's scale (more input channels, more
 error), which the tests bound.
 
-`applies` says where the models' layers use it (`ops.conv.conv_lax_tuned`).
+Which layers run here is `jaxseg.ops.auto`'s rule (`ConvPolicy.winograd*`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.ops import cpu_conv
-from jaxseg.ops._common import ConvGeometry, prod
+from jaxseg.ops.cpu import build, direct
+from jaxseg.ops._common import ConvGeometry
+from jaxseg.ops.sharding import match_varying, vary_like
 
 # y = A^T m A, v = B^T d B, u = G g G^T (the kernels in _cpu_conv.cc hold the same numbers)
 BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -40,21 +41,14 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
               [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
 AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)
 
-ENABLED = True             # False: the models' layers never use it
-MIN_CHANNELS = 32          # C_in (before space-to-depth) and C_out at or above which layers use it
-MAX_TILE_PIXELS = 64 * 64  # output pixels per image at or below which layers use it
-
-
 GG = np.kron(G, G)          # (36, 9): u[6a + b] = sum_ij G[a, i] G[b, j] g[3i + j]
 
 
 def transform_kernel(w, pad_to=1):
   """u = G g G^T of a (3, 3, C_in, C_out) kernel, as (36, C_in, C_out'), C_out' the next multiple
   of pad_to (zero columns): one (36, 9) @ (9, C_in * C_out') product."""
-  c, k = w.shape[2:]
-  kp = -(-k // pad_to) * pad_to
-  if kp != k:
-    w = jnp.pad(w, ((0, 0), (0, 0), (0, 0), (0, kp - k)))
+  w = direct.pad_columns(w, pad_to)
+  c, kp = w.shape[2:]
   return (jnp.asarray(GG, w.dtype) @ w.reshape(9, c * kp)).reshape(36, c, kp)
 
 
@@ -65,7 +59,7 @@ def transform_kernel_t(du):
 
 
 def _transform(a, out_shape, th, tw, ph, pw, kind):
-  cpu_conv._require()
+  build.require()
   out = jax.ShapeDtypeStruct(out_shape, a.dtype)
   return jax.ffi.ffi_call("jaxseg_winograd_transform", out, vmap_method="sequential")(
       a, th=np.int64(th), tw=np.int64(tw), ph=np.int64(ph), pw=np.int64(pw), kind=np.int64(kind))
@@ -94,17 +88,16 @@ def output_tiles_t(dy, th, tw):
 def bmm(a, b, k=None):
   """(B, P, C) @ (B, C, K') -> (B, P, K), by the conv kernel as a 1x1 conv; K' a multiple of 16
   (b padded with zero columns if not), K = k or K'."""
-  cpu_conv._require()
+  build.require()
   k = b.shape[-1] if k is None else k
-  if b.shape[-1] % 16:
-    b = jnp.pad(b, ((0, 0), (0, 0), (0, -b.shape[-1] % 16)))
+  b = direct.pad_columns(b)
   out = jax.ShapeDtypeStruct((*a.shape[:2], k), a.dtype)
   return jax.ffi.ffi_call("jaxseg_batched_matmul", out, vmap_method="sequential")(a, b)
 
 
 def bmm_tn(a, g):
   """(B, P, C)^T @ (B, P, K) -> (B, C, K), by the weight-gradient kernel."""
-  cpu_conv._require()
+  build.require()
   out = jax.ShapeDtypeStruct((a.shape[0], a.shape[2], g.shape[2]), a.dtype)
   return jax.ffi.ffi_call("jaxseg_batched_matmul_tn", out, vmap_method="sequential")(a, g)
 
@@ -123,8 +116,8 @@ def conv3x3(x, w, pads_before, out_hw):
 def _conv3x3_fwd(x, w, pads_before, out_hw):
   th, tw = _tiles(out_hw)
   v = input_tiles(x, th, tw, *pads_before)
-  y = output_tiles(bmm(v, transform_kernel(w, 16), w.shape[-1]), (x.shape[0], *out_hw, w.shape[-1]), th, tw)
-  return cpu_conv._vary_like(y, x), (x, w, v)
+  y = output_tiles(bmm(v, transform_kernel(w, direct.VECTOR), w.shape[-1]), (x.shape[0], *out_hw, w.shape[-1]), th, tw)
+  return vary_like(y, x), (x, w, v)
 
 
 def _conv3x3_bwd(pads_before, out_hw, res, dy):
@@ -132,35 +125,28 @@ def _conv3x3_bwd(pads_before, out_hw, res, dy):
   th, tw = _tiles(out_hw)
   dm = output_tiles_t(dy, th, tw)
   # U^T from the channel-swapped kernel (a quarter of U's size to move)
-  ut = transform_kernel(jnp.swapaxes(w, 2, 3), 16)
+  ut = transform_kernel(jnp.swapaxes(w, 2, 3), direct.VECTOR)
   dx = input_tiles_t(bmm(dm, ut, x.shape[-1]), x.shape, th, tw, *pads_before)
   dw = transform_kernel_t(bmm_tn(v, dm))
-  return cpu_conv._vary_like(dx, x), cpu_conv._vary_like(dw, w)
+  return vary_like(dx, x), vary_like(dw, w)
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
 def supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
-  """Whether this conv can run as F(4x4, 3x3): what `cpu_conv` supports, square strides 1 or 2,
-  and 3 taps a dim after space-to-depth (3x3/1; 5x5/2, 6x6/2)."""
-  if not cpu_conv.supports(geo, dtype) or len(set(geo.stride)) != 1 or geo.stride[0] not in (1, 2):
+  """Whether this conv can run as F(4x4, 3x3): what the direct kernels support, square strides
+  1 or 2, and 3 taps a dim after space-to-depth (3x3/1; 5x5/2, 6x6/2)."""
+  if not direct.supports(geo, dtype) or len(set(geo.stride)) != 1 or geo.stride[0] not in (1, 2):
     return False
   s = geo.stride[0]
   return all(-(-k // s) == 3 for k in geo.kernel)
 
 
-def applies(geo: ConvGeometry, dtype=jnp.float32) -> bool:
-  """Whether the models' layers use it, on the CPU: many channels on small images (the lab FCN's
-  5x5/2 conv on 64^2 and its 3x3 convs on 16^2)."""
-  return (ENABLED and jax.default_backend() == "cpu" and supports(geo, dtype)
-          and geo.cin >= MIN_CHANNELS and geo.cout >= MIN_CHANNELS
-          and prod(geo.out_shape) <= MAX_TILE_PIXELS and cpu_conv.available())
-
-
 def conv_geo(x, w, geo: ConvGeometry):
   """The conv of a `supports`-ed geometry by Winograd F(4x4, 3x3) (stride 2 by space-to-depth)."""
-  cpu_conv._require()
+  build.require()
+  x, w = match_varying(x, w)
   (plo, _), (qlo, _) = geo.pads
   if geo.stride[0] == 1:
     return conv3x3(x, w, (plo, qlo), tuple(geo.out_shape))

@@ -1,0 +1,145 @@
+"""Direct 2-D convolution by the C++ kernels (through XLA's FFI), and its gradients.
+
+`_cpu_conv.cc` holds a convolution (any stride and padding) and its weight
+gradient, with output channels in vector lanes and a strip of output pixels
+in registers (each is a loop over kernel rows and one flat loop over the
+(column, channel) taps). The input gradient of a stride-1 conv is the same
+forward kernel with the kernel flipped, its channel axes swapped and the pads
+mirrored; a strided conv's is one such stride-1 conv per stride phase
+(`strided_input_grad`). Below `min_dx_channels` input channels the input
+gradient is XLA's: the kernel holds 16 output channels per vector, and a first
+layer's dx is dead code anyway.
+
+Which layers run here is `jaxseg.ops.auto`'s rule (`ConvPolicy`); `conv` is
+the direct entry point for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg.errors import ConfigError
+from jaxseg.ops import phase
+from jaxseg.ops._common import ConvGeometry, conv_geometry
+from jaxseg.ops.cpu import build
+from jaxseg.ops.sharding import match_varying, vary_like
+from jaxseg.ops.xla import conv_lax
+
+VECTOR = 16  # float32 lanes of a 512-bit vector: output channels are padded to a multiple of it
+MIN_DX_CHANNELS = 16
+
+
+def supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
+  """Whether the kernels compute this conv at all (regardless of speed): 2-D, float32, ungrouped, undilated."""
+  return (geo.nd == 2 and geo.groups == 1 and all(d == 1 for d in geo.dilation)
+          and jnp.dtype(dtype) == jnp.float32 and min(geo.out_shape) > 0)
+
+
+def pad_columns(w, multiple: int = VECTOR):
+  """w with zero columns appended to its last axis up to a multiple of `multiple`."""
+  pad = -w.shape[-1] % multiple
+  return jnp.pad(w, ((0, 0),) * (w.ndim - 1) + ((0, pad),)) if pad else w
+
+
+def _attrs(geo: ConvGeometry) -> dict:
+  (sh, sw), ((ph, _), (pw, _)) = geo.stride, geo.pads
+  return dict(sh=np.int64(sh), sw=np.int64(sw), ph=np.int64(ph), pw=np.int64(pw))
+
+
+def forward(x, w, geo: ConvGeometry):
+  """The forward kernel alone (no VJP), its result varying like x inside a shard_map."""
+  build.require()
+  out = jax.ShapeDtypeStruct((x.shape[0], *geo.out_shape, w.shape[-1]), x.dtype)
+  y = jax.ffi.ffi_call("jaxseg_conv_forward", out, vmap_method="sequential")(x, pad_columns(w), **_attrs(geo))
+  return vary_like(y, x)
+
+
+def weight_grad(x, dy, geo: ConvGeometry):
+  """dW (*kernel, C_in, C_out) by the weight-gradient kernel."""
+  build.require()
+  out = jax.ShapeDtypeStruct((*geo.kernel, geo.cin, geo.cout), x.dtype)
+  return jax.ffi.ffi_call("jaxseg_conv_weight_grad", out, vmap_method="sequential")(x, dy, **_attrs(geo))
+
+
+def input_grad(dy, w, geo: ConvGeometry):
+  """dx by the forward kernel: for stride 1, the conv of dy with the flipped, channel-swapped
+  kernel and the pads mirrored (k - 1 - lo before); for strides > 1, `strided_input_grad`."""
+  if all(s == 1 for s in geo.stride):
+    w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)
+    pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(geo.kernel, geo.pads))
+    dgeo = geo._replace(in_shape=geo.out_shape, out_shape=geo.in_shape, pads=pads, cin=geo.cout, cout=geo.cin)
+    return forward(dy, w_t, dgeo)
+  return strided_input_grad(dy, w, geo)
+
+
+def strided_input_grad(dy, w, geo: ConvGeometry):
+  """dx of a strided 2-D conv by stride phases: one stride-1 conv of dy per phase, by the forward kernel.
+
+  Input i (padded: i + lo = m*s + r) receives dy[o] w[t] from the taps
+  t = a*s + r, a = m - o: phase r is the stride-1 correlation of dy with the
+  sub-kernel w[r::s] flipped (channel axes swapped), padded q_r - 1 before, on
+  m in [0, out + q - 1) (q = ceil(k / s), the most taps a phase has). The
+  phases are interleaved and cropped to the input (`phase.assemble_phases`).
+  No multiplication by the zeros of a stride-dilated cotangent.
+  """
+  n, out, s = dy.shape[0], geo.out_shape, geo.stride
+  q = phase.taps_per_phase(geo)
+  m = tuple(o + qq - 1 for o, qq in zip(out, q))
+  phases = []
+  for r in itertools.product(range(s[0]), range(s[1])):
+    sub = w[r[0]::s[0], r[1]::s[1]]                                 # taps a*s + r: (q_r0, q_r1, C_in, C_out)
+    if 0 in sub.shape[:2]:                                          # kernel smaller than the stride: no taps
+      phases.append(jnp.zeros((n, *m, geo.cin), dy.dtype))
+      continue
+    kern = jnp.swapaxes(sub[::-1, ::-1], 2, 3)                      # (q_r0, q_r1, C_out, C_in)
+    pgeo = geo._replace(in_shape=out, out_shape=m, kernel=sub.shape[:2], stride=(1, 1),
+                        pads=tuple((qr - 1, mm - o) for qr, mm, o in zip(sub.shape[:2], m, out)),
+                        cin=geo.cout, cout=geo.cin)
+    phases.append(forward(dy, kern, pgeo))
+  return phase.assemble_phases(phases, geo)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, w, geo, min_dx_channels):
+  return forward(x, w, geo)
+
+
+def _conv_fwd(x, w, geo, min_dx_channels):
+  return forward(x, w, geo), (x, w)
+
+
+def _conv_bwd(geo, min_dx_channels, res, dy):
+  x, w = res
+  if geo.cin < min_dx_channels:   # XLA's (the VJP at x keeps x's shard_map type)
+    dx = jax.vjp(lambda v: conv_lax(v, w, geo), x)[1](dy)[0]
+  else:
+    dx = vary_like(input_grad(dy, w, geo), x)
+  return dx, vary_like(weight_grad(x, dy, geo), w)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_geo(x, w, geo: ConvGeometry, *, min_dx_channels: int = MIN_DX_CHANNELS):
+  """The conv of a `supports`-ed geometry on the kernels, differentiable (see the module doc)."""
+  return _conv(*match_varying(x, w), geo, min_dx_channels)
+
+
+def conv(x, w, *, stride=1, padding="SAME", min_dx_channels: int = MIN_DX_CHANNELS):
+  """2-D conv of x (N, H, W, C_in) with w (KH, KW, C_in, C_out) by the C++ kernels (float32).
+
+  Same semantics as `jaxseg.ops.conv` (any stride, "SAME", "VALID" or explicit
+  pads); differentiable (dW by the weight-gradient kernel, dx by the forward
+  kernel). Raises ConfigError for what `supports` rejects and RuntimeError when
+  the kernels are not available on this machine.
+  """
+  geo = conv_geometry(x.shape, w.shape, stride=stride, padding=padding, dilation=1, groups=1)
+  if not supports(geo, x.dtype):
+    raise ConfigError(f"cpu conv: only ungrouped, undilated 2-D float32 convs (got x {x.shape} {x.dtype}, w {w.shape})")
+  build.require()
+  return conv_geo(x, w, geo, min_dx_channels=min_dx_channels)
