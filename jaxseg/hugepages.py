@@ -3,10 +3,8 @@
 XLA:CPU allocates each step's large buffers (activations, gradients, tens of
 MB each) with glibc's malloc, which serves them by fresh ``mmap`` calls and
 returns them at the end of the step; every step then page-faults its whole
-working set in again, 4 KiB at a time. On the 2-core machine of
-experiments/RESULTS.md that made an elementwise op over 33 MB run at 4 GB/s
-(x + 1: 15.6 ms; 4.8 ms with huge pages) and the lab FCN's train step
-0.53 s (0.41 s with huge pages; PyTorch gains about as much, 0.45 -> 0.34 s).
+working set in again, 4 KiB at a time, which made memory-bound ops several
+times slower (figures: experiments/bench/RESULTS.md, session 3).
 
 glibc >= 2.35 asks the kernel for transparent huge pages on its large
 allocations when started with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``. The

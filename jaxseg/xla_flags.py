@@ -2,11 +2,9 @@
 
 ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``: jaxlib
 0.10 runs each convolution through YNNPACK by default; without it XLA:CPU
-uses its own convolution kernels, which on the 2-core EPYC of
-experiments/bench/RESULTS.md are faster for every conv shape of the models:
-unet_small's train step 2.2 s -> 1.3-1.4 s, fcn's 0.36 -> 0.35 s (whole steps,
-flag sets alternated in separate processes). YNNPACK stays on for dots,
-reductions and elementwise fusions.
+uses its own convolution kernels, which were faster for every conv shape of
+the models on the CPUs measured (experiments/bench/RESULTS.md, session 3).
+YNNPACK stays on for dots, reductions and elementwise fusions.
 
 Flags are read once, when JAX creates its CPU client, so they are set in the
 console entry point, before anything imports JAX; a flag the user already has

@@ -5,7 +5,7 @@ On the CPU a conv takes one of these routes (`conv_route`, rules in `ConvPolicy`
 - "winograd": Winograd F(4x4, 3x3) on the C++ kernels (`cpu.winograd`), for
   many-channel 3x3/1 (and 5x5/2, 6x6/2) layers on small images;
 - "cpu_direct": the C++ direct kernels (`cpu.direct`), for few channels on
-  large images and first layers;
+  large images, first layers, and 3-D convs;
 - "gemm_grad": XLA's forward with GEMM gradients (`conv_grad`), for strided
   and few-row layers;
 - "xla": plain `lax.conv_general_dilated` and XLA's autodiff.
@@ -79,10 +79,14 @@ def conv_route(geo: ConvGeometry, *, dtype=jnp.float32, batch: int, platform: st
         and geo.cout >= policy.winograd_min_channels and prod(geo.out_shape) <= policy.winograd_max_pixels):
       return "winograd"
     if direct.supports(geo, dtype):
-      few_channels = (not _strided(geo) and geo.cin * geo.cout <= policy.direct_max_channel_product
-                      and prod(geo.out_shape) >= policy.direct_min_pixels)
-      if few_channels or len(geo.taps) * geo.cin <= policy.direct_max_patch:
-        return "cpu_direct"
+      if geo.nd == 3:
+        if policy.direct_3d:
+          return "cpu_direct"
+      else:
+        few_channels = (not _strided(geo) and geo.cin * geo.cout <= policy.direct_max_channel_product
+                        and prod(geo.out_shape) >= policy.direct_min_pixels)
+        if few_channels or len(geo.taps) * geo.cin <= policy.direct_max_patch:
+          return "cpu_direct"
   if policy.gemm_grad and geo.groups == 1:
     small = len(geo.taps) * geo.cin <= policy.gemm_small_patch
     few_rows = batch * prod(geo.out_shape) <= policy.gemm_max_rows_stride1

@@ -4,7 +4,7 @@ The forward is exactly `lax.conv_general_dilated`. The weight gradient
 dW[t] = X_t^T dY is formed as GEMMs instead of XLA's weight-gradient conv,
 and a strided conv's input gradient is one of (``ConvPolicy.strided_dx``):
 stride phases on the C++ forward kernel (`cpu.direct.strided_input_grad`),
-one GEMM and an overlap-add by stride phases (`col2im_input_grad`), or XLA's
+one GEMM and an overlap-add by stride phases (`phase.col2im_input_grad`), or XLA's
 conv over the stride-dilated cotangent. A stride-1 conv's input gradient is
 XLA's own. `jaxseg.ops.auto` decides which layers take this form: strided
 convs (XLA:CPU's strided dW is 2-4x slower than its forward) and stride-1
@@ -20,11 +20,9 @@ Two forms of dW, chosen by the size of the patches matrix:
 from __future__ import annotations
 
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxseg.ops import phase
 from jaxseg.ops._common import ConvGeometry
@@ -39,7 +37,7 @@ def conv(x, w, geo: ConvGeometry, *, dx: str = "xla", small_patch: int = 64):
   """`lax.conv_general_dilated` whose VJP computes dW with GEMMs and dx in the form `dx`.
 
   dx: "kernel" (strided 2-D convs: stride phases on the C++ forward kernel,
-  which must be available), "col2im" (strided convs: `col2im_input_grad`) or
+  which must be available), "col2im" (strided convs: `phase.col2im_input_grad`) or
   "xla" (XLA's input gradient). small_patch: taps * C_in at or below which dW is
   one GEMM over the transposed patches (see the module doc).
   """
@@ -64,44 +62,13 @@ def _bwd(geo, dx_form, small_patch, res, g):
   if strided and dx_form == "kernel":
     dx = direct.strided_input_grad(g, w, geo)
   elif strided and dx_form == "col2im":
-    dx = col2im_input_grad(g, w, geo)
+    dx = phase.col2im_input_grad(g, w, geo)
   else:
     dx = jax.vjp(lambda v: conv_lax(v, w, geo), x)[1](g)[0]
   return dx, weight_grad(x, g, geo, small_patch=small_patch)
 
 
 _conv.defvjp(_fwd, _bwd)
-
-
-def col2im_input_grad(g, w, geo: ConvGeometry):
-  """dx (N, *in, C_in) of a strided, undilated, ungrouped conv: one GEMM, then overlap-add by phases.
-
-  The columns dX = dY W^T (N*P, taps * C_in) hold each output's contribution
-  to each of its taps' inputs; input i (padded: i + lo = o*s + t) sums those
-  of all (o, t) that reach it. Splitting t = a*s + r, the inputs of phase r
-  (i + lo = r mod s) form an image m = o + a on which tap (a, r) is the
-  column block shifted by a: a sum of padded slices that XLA fuses into one
-  loop per phase, reading dX once, with no scatter and no transpose of it.
-  The phases are interleaved (`phase.interleave_phases`) and cropped to the
-  input.
-  """
-  nd, n, cin, cout = geo.nd, g.shape[0], geo.cin, geo.cout
-  out, k, s = geo.out_shape, geo.kernel, geo.stride
-  cols = (g.reshape(-1, cout) @ w.reshape(-1, cout).T).reshape((n,) + out + k + (cin,))
-  q = phase.taps_per_phase(geo)
-  m = [o + qq - 1 for o, qq in zip(out, q)]
-  zero = jnp.zeros((), g.dtype)
-  phases = []
-  for r in itertools.product(*(range(ss) for ss in s)):
-    acc = jnp.zeros((n, *m, cin), g.dtype)
-    for a in itertools.product(*(range(qq) for qq in q)):
-      t = tuple(aj * sj + rj for aj, sj, rj in zip(a, s, r))
-      if all(tj < kj for tj, kj in zip(t, k)):
-        block = cols[(slice(None),) * (1 + nd) + t]             # (N, *out, C_in)
-        acc = acc + lax.pad(block, zero, [(0, 0, 0)] + [(aj, mj - oj - aj, 0) for aj, mj, oj
-                                                         in zip(a, m, out)] + [(0, 0, 0)])
-    phases.append(acc)
-  return phase.assemble_phases(phases, geo)
 
 
 def weight_grad(x, g, geo: ConvGeometry, *, small_patch: int = 64):

@@ -84,7 +84,7 @@ def conv_transpose_col2im(y, w, geo: ConvGeometry):
 
   Its gradients are those of the forward conv it transposes, taken from XLA
   (<conv_transpose(y, w), g> = <y, conv(g, w)>): for the lab's 31x31 / 16
-  layer that is 2-3x faster than differentiating the overlap-add.
+  layer that is faster than differentiating the overlap-add.
   """
   return _col2im(y, w, geo)
 

@@ -25,6 +25,8 @@ route's under "auto". The GEMMs of the q = 1 form are differentiated by JAX
 
 from __future__ import annotations
 
+import itertools
+
 import jax.numpy as jnp
 from jax import lax
 
@@ -129,3 +131,36 @@ def crop_to_input(z, geo: ConvGeometry):
   cfg = [(0, 0, 0)] + [(-lo, i + lo - p, 0) for p, i, (lo, _) in
                        zip(z.shape[1:-1], geo.in_shape, geo.pads)] + [(0, 0, 0)]
   return lax.pad(z, jnp.zeros((), z.dtype), cfg)
+
+
+def col2im_input_grad(g, w, geo: ConvGeometry):
+  """dx (N, *in, C_in) of an undilated, ungrouped conv: one GEMM, then overlap-add by stride phases.
+
+  The columns dX = dY W^T (N*P, taps * C_in) hold each output's contribution
+  to each of its taps' inputs; input i (padded: i + lo = o*s + t) sums those
+  of all (o, t) that reach it. Splitting t = a*s + r, the inputs of phase r
+  (i + lo = r mod s) form an image m = o + a on which tap (a, r) is the
+  column block shifted by a: a sum of padded slices that XLA fuses into one
+  loop per phase, reading dX once, with no scatter and no transpose of it.
+  The phases are interleaved (`interleave_phases`) and cropped to the
+  input. For stride 1 there is one phase: the GEMM's columns overlap-added
+  (what a conv with few input channels uses, where a direct kernel would fill
+  few vector lanes).
+  """
+  nd, n, cin, cout = geo.nd, g.shape[0], geo.cin, geo.cout
+  out, k, s = geo.out_shape, geo.kernel, geo.stride
+  cols = (g.reshape(-1, cout) @ w.reshape(-1, cout).T).reshape((n,) + out + k + (cin,))
+  q = taps_per_phase(geo)
+  m = [o + qq - 1 for o, qq in zip(out, q)]
+  zero = jnp.zeros((), g.dtype)
+  phases = []
+  for r in itertools.product(*(range(ss) for ss in s)):
+    acc = jnp.zeros((n, *m, cin), g.dtype)
+    for a in itertools.product(*(range(qq) for qq in q)):
+      t = tuple(aj * sj + rj for aj, sj, rj in zip(a, s, r))
+      if all(tj < kj for tj, kj in zip(t, k)):
+        block = cols[(slice(None),) * (1 + nd) + t]             # (N, *out, C_in)
+        acc = acc + lax.pad(block, zero, [(0, 0, 0)] + [(aj, mj - oj - aj, 0) for aj, mj, oj
+                                                         in zip(a, m, out)] + [(0, 0, 0)])
+    phases.append(acc)
+  return assemble_phases(phases, geo)

@@ -39,8 +39,10 @@ class ConvPolicy:
       conv is slow).
     direct_max_patch: any 2-D conv with taps * C_in at most this (a first layer
       on one channel) runs the C++ direct kernels too.
+    direct_3d: every 3-D conv the kernels support runs on them (XLA:CPU's 3-D
+      convs were several times slower on every layer of a 3-D U-Net).
     direct_min_dx_channels: below this many input channels the input gradient is
-      XLA's (the kernel holds 16 channels per vector; a first layer's dx is dead anyway).
+      one GEMM and an overlap-add (the kernel holds 16 channels per vector).
     gemm_grad: ungrouped convs not on the kernels, strided or with few output rows,
       keep XLA's forward but take dW as GEMMs (XLA:CPU's strided dW is 2-4x
       slower than its forward).
@@ -63,6 +65,7 @@ class ConvPolicy:
   direct_max_channel_product: int = 256 * 128
   direct_min_pixels: int = 32 * 32
   direct_max_patch: int = 64
+  direct_3d: bool = True
   direct_min_dx_channels: int = 16
   gemm_grad: bool = True
   gemm_small_patch: int = 64

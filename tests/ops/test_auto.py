@@ -39,7 +39,8 @@ CASES = [
     ("cpu_direct", (2, 20, 21, 1), (5, 5, 1, 20), 2, "SAME"),        # a first layer (taps * C_in <= 64)
     ("gemm_grad", (2, 12, 13, 16), (3, 3, 16, 24), 2, "SAME"),       # strided: dx on the kernel by phases
     ("gemm_grad", (2, 12, 13, 8), (3, 3, 8, 24), 2, [(0, 1), (2, 0)]),  # C_in < 16: col2im dx
-    ("gemm_grad", (1, 6, 7, 8, 4), (3, 3, 3, 4, 8), 2, "SAME"),      # 3-D, strided
+    ("cpu_direct", (1, 6, 7, 8, 4), (3, 3, 3, 4, 8), 2, "SAME"),     # 3-D, strided, C_in < 16: col2im dx
+    ("cpu_direct", (2, 4, 6, 5, 16), (3, 3, 3, 16, 20), 1, "SAME"),  # 3-D, stride 1: dx by the kernel
     ("gemm_grad", (2, 10, 3), (3, 3, 5), 1, "VALID"),                # 1-D, few rows, small patch
     ("xla", (2, 8, 8, 20), (3, 3, 20, 8), 1, "SAME"),                # few rows, large patch
 ]

@@ -61,8 +61,15 @@ CASES = [
     ((2, 11, 12, 16), (5, 5, 16, 32), 2, "SAME"),         # the FCN's conv2 in small
     ((1, 10, 9, 20), (3, 3, 20, 16), 3, [(1, 2), (0, 1)]),  # stride 3, explicit pads, dx tail of 4
     ((1, 9, 8, 16), (1, 1, 16, 16), 2, "SAME"),           # 1x1/2: phases with no taps
+    # 3-D: a depth loop around the same kernel rows (kernel row = (kz, kh))
+    ((2, 5, 6, 7, 16), (3, 3, 3, 16, 16), 1, "SAME"),     # the 3-D U-Net's block, odd sizes
+    ((1, 6, 5, 9, 1), (3, 3, 3, 1, 20), 1, "SAME"),       # one input channel (first layer), tail of 4
+    ((1, 7, 6, 8, 16), (3, 3, 3, 16, 36), 2, "SAME"),     # strided: dx by 8 stride phases
+    ((2, 4, 5, 6, 3), (2, 3, 2, 3, 17), (2, 1, 2), [(0, 1), (1, 1), (1, 0)]),  # mixed strides, explicit pads
+    ((1, 9, 8, 7, 20), (3, 3, 3, 20, 16), 2, "VALID"),
+    ((2, 6, 6, 6, 8), (1, 1, 1, 8, 16), 1, "SAME"),       # 1x1x1
 ]
-IDS = [f"{x[1]}x{x[2]}x{x[3]}-{w[0]}x{w[1]}->{w[3]}/{s}" for x, w, s, _ in CASES]
+IDS = [f"{'x'.join(map(str, x[1:]))}-{'x'.join(map(str, w[:-2]))}->{w[-1]}/{s}" for x, w, s, _ in CASES]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,7 +80,7 @@ def _kernels():
 def _data(x_shape, w_shape, seed=0):
   r = np.random.default_rng(seed)
   return (r.standard_normal(x_shape).astype(np.float32),
-          (r.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[:3]))).astype(np.float32))
+          (r.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[:-1]))).astype(np.float32))
 
 
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding", CASES, ids=IDS)
@@ -118,7 +125,7 @@ def test_rejects_what_it_cannot_do():
   with pytest.raises(ConfigError):
     direct.conv(x.astype(jnp.float16), jnp.zeros((3, 3, 4, 16), jnp.float16))
   with pytest.raises(ConfigError):
-    direct.conv(jnp.zeros((1, 8, 8, 8, 4)), jnp.zeros((3, 3, 3, 4, 16)))   # 3-D
+    direct.conv(jnp.zeros((1, 8, 4)), jnp.zeros((3, 4, 16)))   # 1-D
 
 
 def test_models_layers_route_here_and_match_xla():

@@ -1,14 +1,17 @@
-// Direct 2-D convolution kernels for XLA:CPU, called from JAX through the FFI
-// (jaxseg/ops/cpu_conv.py compiles this file with the machine's C++ compiler
+// Direct 2-D and 3-D convolution kernels for XLA:CPU, called from JAX through the FFI
+// (jaxseg/ops/cpu/build.py compiles this file with the machine's C++ compiler
 // on first use and registers the handlers).
 //
-// What they compute (channels-last, float32, strides (sh, sw), pads before
-// (ph, pw); the pads after follow from the output size; taps outside the image
-// count as zeros):
-//   forward  y[n, i, x, o]    = sum_{kh, kw, c} xin[n, i*sh + kh - ph, x*sw + kw - pw, c] w[kh, kw, c, o]
-//   weights  dw[kh, kw, c, o] = sum_{n, i, x}   xin[n, i*sh + kh - ph, x*sw + kw - pw, c] dy[n, i, x, o]
+// What they compute (channels-last, float32, strides (sd, sh, sw), pads before
+// (pd, ph, pw); the pads after follow from the output size; taps outside the
+// image count as zeros; a 2-D conv is the case depth 1, sd = 1, pd = 0):
+//   forward  y[n, z, i, x, o] = sum_{kz, kh, kw, c} xin[n, z*sd + kz - pd, i*sh + kh - ph, x*sw + kw - pw, c]
+//                                                   w[kz, kh, kw, c, o]
+//   weights  dw[kz, kh, kw, c, o] = sum_{n, z, i, x} xin[n, z*sd + kz - pd, i*sh + kh - ph, x*sw + kw - pw, c]
+//                                                   dy[n, z, i, x, o]
 // For stride 1 the input gradient is the forward with the kernel flipped, its
-// channel axes swapped and the pads mirrored; cpu_conv.py does that.
+// channel axes swapped and the pads mirrored; direct.py does that. A "kernel
+// row" is a pair (kz, kh); an output row is (n, z, i).
 //
 // Why: XLA:CPU runs the U-Net's full-resolution 16-32-channel convs at
 // 57-99 GFLOP/s forward+backward on this kind of machine, far from its GEMM
@@ -63,11 +66,22 @@ inline void store_n(float* p, v16 v, int64_t n) {
 }
 #endif
 
-// x: (n, h, w, ci); output (n, oh, ow, co); kernel (kh, kw, ci, co); strides
-// sh, sw; the pads before (ph, pw) place output pixel (i, x) at input (i * sh - ph,
-// x * sw - pw); the pads after follow from the output size.
+// x: (n, d, h, w, ci); output (n, od, oh, ow, co); kernel (kd, kh, kw, ci, co);
+// strides sd, sh, sw; the pads before (pd, ph, pw) place output pixel (z, i, x)
+// at input (z * sd - pd, i * sh - ph, x * sw - pw); the pads after follow from
+// the output size. 2-D: d = od = kd = 1, sd = 1, pd = 0.
 struct Dims {
   int64_t n, h, w, ci, oh, ow, co, kh, kw, sh, sw, ph, pw;
+  int64_t d = 1, od = 1, kd = 1, sd = 1, pd = 0;
+  // The input plane (row of w * ci floats) that output row r = (n, z, i) reads for kernel row
+  // (kz, kh), or -1 outside the image.
+  inline int64_t in_row(int64_t r, int64_t kz, int64_t khi) const {
+    const int64_t i = r % oh, nz = r / oh, z = nz % od, n = nz / od;
+    const int64_t iz = z * sd + kz - pd, ih = i * sh + khi - ph;
+    if (iz < 0 || iz >= d || ih < 0 || ih >= h) return -1;
+    return (n * d + iz) * h + ih;
+  }
+  int64_t rows() const { return n * od * oh; }
 };
 
 // Output pixels [x_lo, x_hi) of a row whose every tap column is inside the image.
@@ -85,19 +99,19 @@ inline void interior(const Dims& d, int64_t* x_lo, int64_t* x_hi) {
 // each kernel row (j = kw * ci + c). The kernel wk has co_pad >= co columns,
 // zero past co, so whole vectors load.
 template <int CV, int P>
-inline void fwd_strip(const Dims& d, int64_t co_pad, const float* xin_n, const float* wk, float* yrow,
-                      int64_t i, int64_t x0, int64_t o0, int64_t tail, int64_t j_lo, int64_t j_hi) {
+inline void fwd_strip(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* yrow,
+                      int64_t r, int64_t x0, int64_t o0, int64_t tail, int64_t j_lo, int64_t j_hi) {
   v16 acc[P][CV];
   _Pragma("GCC unroll 32")
   for (int p = 0; p < P; ++p)
     _Pragma("GCC unroll 32")
     for (int v = 0; v < CV; ++v) acc[p][v] = v16{};
   const int64_t kwc = d.kw * d.ci, step = d.sw * d.ci;
-  for (int64_t kh = 0; kh < d.kh; ++kh) {
-    const int64_t ih = i * d.sh + kh - d.ph;
-    if (ih < 0 || ih >= d.h) continue;
-    const float* xr = xin_n + (ih * d.w + x0 * d.sw - d.pw) * d.ci;  // tap j of pixel x0 + p: xr[p * step + j]
-    const float* wr = wk + kh * kwc * co_pad + o0;
+  for (int64_t kr = 0; kr < d.kd * d.kh; ++kr) {
+    const int64_t row = d.in_row(r, kr / d.kh, kr % d.kh);
+    if (row < 0) continue;
+    const float* xr = xin + (row * d.w + x0 * d.sw - d.pw) * d.ci;  // tap j of pixel x0 + p: xr[p * step + j]
+    const float* wr = wk + kr * kwc * co_pad + o0;
     for (int64_t j = j_lo; j < j_hi; ++j) {
       v16 wv[CV];
       _Pragma("GCC unroll 32")
@@ -124,8 +138,6 @@ inline void fwd_strip(const Dims& d, int64_t co_pad, const float* xin_n, const f
 template <int CV, int P>
 void fwd_row_block(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* y, int64_t r,
                    int64_t o0, int64_t tail) {
-  const int64_t n = r / d.oh, i = r % d.oh;
-  const float* xin_n = xin + n * d.h * d.w * d.ci;
   float* yrow = y + r * d.ow * d.co;
   const int64_t kwc = d.kw * d.ci;
   int64_t lo, hi;
@@ -133,13 +145,13 @@ void fwd_row_block(const Dims& d, int64_t co_pad, const float* xin, const float*
   auto edge = [&](int64_t x) {  // only the taps whose column is inside the image
     const int64_t c0 = x * d.sw - d.pw;
     const int64_t j_lo = std::max<int64_t>(0, -c0) * d.ci, j_hi = std::min<int64_t>(d.kw, d.w - c0) * d.ci;
-    fwd_strip<CV, 1>(d, co_pad, xin_n, wk, yrow, i, x, o0, tail, j_lo, std::max(j_lo, j_hi));
+    fwd_strip<CV, 1>(d, co_pad, xin, wk, yrow, r, x, o0, tail, j_lo, std::max(j_lo, j_hi));
   };
   for (int64_t x = 0; x < lo; ++x) edge(x);
   int64_t x = lo;
-  for (; x + P <= hi; x += P) fwd_strip<CV, P>(d, co_pad, xin_n, wk, yrow, i, x, o0, tail, 0, kwc);
-  for (; x + 4 <= hi; x += 4) fwd_strip<CV, 4>(d, co_pad, xin_n, wk, yrow, i, x, o0, tail, 0, kwc);
-  for (; x < hi; ++x) fwd_strip<CV, 1>(d, co_pad, xin_n, wk, yrow, i, x, o0, tail, 0, kwc);
+  for (; x + P <= hi; x += P) fwd_strip<CV, P>(d, co_pad, xin, wk, yrow, r, x, o0, tail, 0, kwc);
+  for (; x + 4 <= hi; x += 4) fwd_strip<CV, 4>(d, co_pad, xin, wk, yrow, r, x, o0, tail, 0, kwc);
+  for (; x < hi; ++x) fwd_strip<CV, 1>(d, co_pad, xin, wk, yrow, r, x, o0, tail, 0, kwc);
   for (x = hi; x < d.ow; ++x) edge(x);
 }
 
@@ -158,12 +170,12 @@ void fwd_rows(const Dims& d, int64_t co_pad, const float* xin, const float* wk, 
 }
 
 // ---------------------------------------------------------------- weights
-// Taps j in [j0, j0 + G) of kernel row kh, output channels [o0, o0 + 16 * CV)
+// Taps j in [j0, j0 + G) of kernel row kr = (kz, kh), output channels [o0, o0 + 16 * CV)
 // (the last vector `tail` < 16 channels if tail > 0), summed over output rows
-// [r0, r1): added into dw (kh, kw, ci, co).
+// [r0, r1): added into dw (kd, kh, kw, ci, co).
 template <int CV, int G, bool TAIL>
 inline void dw_group(const Dims& d, const float* xin, const float* dy, float* dw, int64_t r0, int64_t r1,
-                     int64_t kh, int64_t j0, int64_t gn, int64_t o0, int64_t tail) {
+                     int64_t kr, int64_t j0, int64_t gn, int64_t o0, int64_t tail) {
   v16 acc[G][CV];
   _Pragma("GCC unroll 32")
   for (int g = 0; g < G; ++g)
@@ -173,9 +185,9 @@ inline void dw_group(const Dims& d, const float* xin, const float* dy, float* dw
   interior(d, &lo, &hi);
   const int64_t step = d.sw * d.ci;
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / d.oh, i = r % d.oh, ih = i * d.sh + kh - d.ph;
-    if (ih < 0 || ih >= d.h) continue;
-    const float* xr = xin + ((n * d.h + ih) * d.w - d.pw) * d.ci + j0;  // tap j0 + g of pixel x: xr[x * step + g]
+    const int64_t row = d.in_row(r, kr / d.kh, kr % d.kh);
+    if (row < 0) continue;
+    const float* xr = xin + (row * d.w - d.pw) * d.ci + j0;  // tap j0 + g of pixel x: xr[x * step + g]
     const float* dyr = dy + r * d.ow * d.co + o0;
     for (int64_t x = lo; x < hi; ++x) {
       v16 dv[CV];
@@ -209,7 +221,7 @@ inline void dw_group(const Dims& d, const float* xin, const float* dy, float* dw
       }
     }
   }
-  float* out = dw + (kh * d.kw * d.ci + j0) * d.co + o0;
+  float* out = dw + (kr * d.kw * d.ci + j0) * d.co + o0;
   for (int g = 0; g < gn; ++g)
     _Pragma("GCC unroll 32")
     for (int v = 0; v < CV; ++v) {
@@ -221,12 +233,12 @@ inline void dw_group(const Dims& d, const float* xin, const float* dy, float* dw
 
 template <int CV, int G>
 inline void dw_taps(const Dims& d, const float* xin, const float* dy, float* dw, int64_t r0, int64_t r1,
-                    int64_t kh, int64_t o0, int64_t tail) {
+                    int64_t kr, int64_t o0, int64_t tail) {
   const int64_t kwc = d.kw * d.ci;
   for (int64_t j = 0; j < kwc; j += G) {
     const int64_t gn = std::min<int64_t>(G, kwc - j);
-    if (tail > 0) dw_group<CV, G, true>(d, xin, dy, dw, r0, r1, kh, j, gn, o0, tail);
-    else dw_group<CV, G, false>(d, xin, dy, dw, r0, r1, kh, j, gn, o0, tail);
+    if (tail > 0) dw_group<CV, G, true>(d, xin, dy, dw, r0, r1, kr, j, gn, o0, tail);
+    else dw_group<CV, G, false>(d, xin, dy, dw, r0, r1, kr, j, gn, o0, tail);
   }
 }
 
@@ -237,15 +249,15 @@ inline void dw_taps(const Dims& d, const float* xin, const float* dy, float* dw,
 void dw_rows(const Dims& d, const float* xin, const float* dy, float* dw, int64_t r0, int64_t r1) {
   const int64_t row_bytes = (d.w * d.ci + d.ow * d.co) * 4;
   const int64_t tile = std::max<int64_t>(1, (512 << 10) / std::max<int64_t>(row_bytes, 1));
-  for (int64_t kh = 0; kh < d.kh; ++kh) {
+  for (int64_t kr = 0; kr < d.kd * d.kh; ++kr) {
     for (int64_t t0 = r0; t0 < r1; t0 += tile) {
       const int64_t t1 = std::min(r1, t0 + tile);
       for (int64_t o0 = 0; o0 < d.co; o0 += 64) {
         const int64_t rem = std::min<int64_t>(64, d.co - o0), tail = rem % 16;
-        if (rem > 48) dw_taps<4, 6>(d, xin, dy, dw, t0, t1, kh, o0, tail);
-        else if (rem > 32) dw_taps<3, 8>(d, xin, dy, dw, t0, t1, kh, o0, tail);
-        else if (rem > 16) dw_taps<2, 12>(d, xin, dy, dw, t0, t1, kh, o0, tail);
-        else dw_taps<1, 16>(d, xin, dy, dw, t0, t1, kh, o0, tail);
+        if (rem > 48) dw_taps<4, 6>(d, xin, dy, dw, t0, t1, kr, o0, tail);
+        else if (rem > 32) dw_taps<3, 8>(d, xin, dy, dw, t0, t1, kr, o0, tail);
+        else if (rem > 16) dw_taps<2, 12>(d, xin, dy, dw, t0, t1, kr, o0, tail);
+        else dw_taps<1, 16>(d, xin, dy, dw, t0, t1, kr, o0, tail);
       }
     }
   }
@@ -286,18 +298,37 @@ int64_t num_parts(int64_t rows, int64_t threads) {
   return std::max<int64_t>(1, std::min<int64_t>(rows, 4 * std::max<int64_t>(threads, 1)));
 }
 
+// Dims of a conv from its input, output and kernel shapes (4-D: 2-D conv, 5-D: 3-D conv), or
+// false when they do not fit together.
+template <typename A, typename B, typename C>
+bool conv_dims(const A& xd, const B& yd, const C& kd, int64_t sd, int64_t sh, int64_t sw, int64_t pd,
+               int64_t ph, int64_t pw, Dims* out) {
+  const size_t r = xd.size();
+  if ((r != 4 && r != 5) || yd.size() != r || kd.size() != r || kd[r - 2] != xd[r - 1] || yd[0] != xd[0])
+    return false;
+  const size_t o = r - 4;  // 1 for 3-D: the depth axis comes first
+  Dims d{xd[0], xd[1 + o], xd[2 + o], xd[3 + o], yd[1 + o], yd[2 + o], yd[3 + o], kd[0 + o], kd[1 + o],
+         sh, sw, ph, pw};
+  if (o) {
+    d.d = xd[1]; d.od = yd[1]; d.kd = kd[0]; d.sd = sd; d.pd = pd;
+  }
+  *out = d;
+  return true;
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wk,
-                   ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+                   ffi::ResultBuffer<ffi::F32> y, int64_t sd, int64_t sh, int64_t sw, int64_t pd, int64_t ph,
+                   int64_t pw) {
   auto xd = x.dimensions(), kd = wk.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || kd.size() != 4 || yd.size() != 4 || kd[2] != xd[3] || kd[3] < yd[3] ||
-      kd[3] % 16 != 0 || yd[0] != xd[0])
+  Dims d;
+  if (!conv_dims(xd, yd, kd, sd, sh, sw, pd, ph, pw, &d) || kd[kd.size() - 1] < d.co ||
+      kd[kd.size() - 1] % 16 != 0)
     return ffi::Error::InvalidArgument("jaxseg conv forward: inconsistent shapes");
-  const Dims d{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], kd[0], kd[1], sh, sw, ph, pw};
-  const int64_t co_pad = kd[3];
+  const int64_t co_pad = kd[kd.size() - 1];
   const float* xp = x.typed_data();
   const float* wp = wk.typed_data();
   float* yp = y->typed_data();
-  const int64_t rows = d.n * d.oh, parts = num_parts(rows, pool.num_threads());
+  const int64_t rows = d.rows(), parts = num_parts(rows, pool.num_threads());
   parallel_parts(pool, parts, [=](int64_t p) {
     fwd_rows(d, co_pad, xp, wp, yp, rows * p / parts, rows * (p + 1) / parts);
   });
@@ -305,15 +336,16 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
 }
 
 ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                      ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+                      ffi::ResultBuffer<ffi::F32> dw, int64_t sd, int64_t sh, int64_t sw, int64_t pd, int64_t ph,
+                      int64_t pw) {
   auto xd = x.dimensions(), gd = dy.dimensions(), wd = dw->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4 || wd[2] != xd[3] || wd[3] != gd[3] || gd[0] != xd[0])
+  Dims d;
+  if (!conv_dims(xd, gd, wd, sd, sh, sw, pd, ph, pw, &d) || wd[wd.size() - 1] != d.co)
     return ffi::Error::InvalidArgument("jaxseg conv weight gradient: inconsistent shapes");
-  const Dims d{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], wd[0], wd[1], sh, sw, ph, pw};
   const float* xp = x.typed_data();
   const float* dyp = dy.typed_data();
   float* out = dw->typed_data();
-  const int64_t size = d.kh * d.kw * d.ci * d.co, rows = d.n * d.oh;
+  const int64_t size = d.kd * d.kh * d.kw * d.ci * d.co, rows = d.rows();
   // Parts for load balance, but no more than one per thread for a kernel over
   // 64 KiB: each part zeroes, fills and adds a partial sum of its size.
   const int64_t parts = size * 4 <= (64 << 10) ? num_parts(rows, pool.num_threads())
@@ -544,15 +576,18 @@ ffi::Error WinoTransform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::Re
 
 }  // namespace
 
-// Both handlers: two float32 operands, one result, the strides and the pads before.
+// Both handlers: two float32 operands, one result, the strides and the pads before
+// (depth: sd = 1, pd = 0 for a 2-D conv).
 static auto ConvBinding() {
   return ffi::Ffi::Bind()
       .Ctx<ffi::ThreadPool>()
       .Arg<ffi::Buffer<ffi::F32>>()
       .Arg<ffi::Buffer<ffi::F32>>()
       .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("sd")
       .Attr<int64_t>("sh")
       .Attr<int64_t>("sw")
+      .Attr<int64_t>("pd")
       .Attr<int64_t>("ph")
       .Attr<int64_t>("pw");
 }

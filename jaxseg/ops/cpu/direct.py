@@ -1,4 +1,4 @@
-"""Direct 2-D convolution by the C++ kernels (through XLA's FFI), and its gradients.
+"""Direct 2-D and 3-D convolution by the C++ kernels (through XLA's FFI), and its gradients.
 
 `_cpu_conv.cc` holds a convolution (any stride and padding) and its weight
 gradient, with output channels in vector lanes and a strip of output pixels
@@ -7,8 +7,8 @@ in registers (each is a loop over kernel rows and one flat loop over the
 forward kernel with the kernel flipped, its channel axes swapped and the pads
 mirrored; a strided conv's is one such stride-1 conv per stride phase
 (`strided_input_grad`). Below `min_dx_channels` input channels the input
-gradient is XLA's: the kernel holds 16 output channels per vector, and a first
-layer's dx is dead code anyway.
+gradient is one GEMM and an overlap-add (`phase.col2im_input_grad`): the
+kernel holds 16 output channels per vector and would fill few of them.
 
 Which layers run here is `jaxseg.ops.auto`'s rule (`ConvPolicy`); `conv` is
 the direct entry point for tests and benchmarks.
@@ -28,15 +28,15 @@ from jaxseg.ops import phase
 from jaxseg.ops._common import ConvGeometry, conv_geometry
 from jaxseg.ops.cpu import build
 from jaxseg.ops.sharding import match_varying, vary_like
-from jaxseg.ops.xla import conv_lax
 
 VECTOR = 16  # float32 lanes of a 512-bit vector: output channels are padded to a multiple of it
 MIN_DX_CHANNELS = 16
 
 
 def supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
-  """Whether the kernels compute this conv at all (regardless of speed): 2-D, float32, ungrouped, undilated."""
-  return (geo.nd == 2 and geo.groups == 1 and all(d == 1 for d in geo.dilation)
+  """Whether the kernels compute this conv at all (regardless of speed): 2-D or 3-D, float32,
+  ungrouped, undilated."""
+  return (geo.nd in (2, 3) and geo.groups == 1 and all(d == 1 for d in geo.dilation)
           and jnp.dtype(dtype) == jnp.float32 and min(geo.out_shape) > 0)
 
 
@@ -47,8 +47,10 @@ def pad_columns(w, multiple: int = VECTOR):
 
 
 def _attrs(geo: ConvGeometry) -> dict:
-  (sh, sw), ((ph, _), (pw, _)) = geo.stride, geo.pads
-  return dict(sh=np.int64(sh), sw=np.int64(sw), ph=np.int64(ph), pw=np.int64(pw))
+  """Strides and pads before, depth first; a 2-D conv has depth stride 1 and pad 0."""
+  stride = (1,) * (3 - geo.nd) + tuple(geo.stride)
+  lo = (0,) * (3 - geo.nd) + tuple(p for p, _ in geo.pads)
+  return {k: np.int64(v) for k, v in zip(("sd", "sh", "sw", "pd", "ph", "pw"), stride + lo)}
 
 
 def forward(x, w, geo: ConvGeometry):
@@ -70,7 +72,7 @@ def input_grad(dy, w, geo: ConvGeometry):
   """dx by the forward kernel: for stride 1, the conv of dy with the flipped, channel-swapped
   kernel and the pads mirrored (k - 1 - lo before); for strides > 1, `strided_input_grad`."""
   if all(s == 1 for s in geo.stride):
-    w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)
+    w_t = jnp.swapaxes(jnp.flip(w, axis=tuple(range(geo.nd))), -2, -1)
     pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(geo.kernel, geo.pads))
     dgeo = geo._replace(in_shape=geo.out_shape, out_shape=geo.in_shape, pads=pads, cin=geo.cout, cout=geo.cin)
     return forward(dy, w_t, dgeo)
@@ -78,7 +80,7 @@ def input_grad(dy, w, geo: ConvGeometry):
 
 
 def strided_input_grad(dy, w, geo: ConvGeometry):
-  """dx of a strided 2-D conv by stride phases: one stride-1 conv of dy per phase, by the forward kernel.
+  """dx of a strided conv by stride phases: one stride-1 conv of dy per phase, by the forward kernel.
 
   Input i (padded: i + lo = m*s + r) receives dy[o] w[t] from the taps
   t = a*s + r, a = m - o: phase r is the stride-1 correlation of dy with the
@@ -87,18 +89,18 @@ def strided_input_grad(dy, w, geo: ConvGeometry):
   phases are interleaved and cropped to the input (`phase.assemble_phases`).
   No multiplication by the zeros of a stride-dilated cotangent.
   """
-  n, out, s = dy.shape[0], geo.out_shape, geo.stride
+  n, out, s, nd = dy.shape[0], geo.out_shape, geo.stride, geo.nd
   q = phase.taps_per_phase(geo)
   m = tuple(o + qq - 1 for o, qq in zip(out, q))
   phases = []
-  for r in itertools.product(range(s[0]), range(s[1])):
-    sub = w[r[0]::s[0], r[1]::s[1]]                                 # taps a*s + r: (q_r0, q_r1, C_in, C_out)
-    if 0 in sub.shape[:2]:                                          # kernel smaller than the stride: no taps
+  for r in itertools.product(*(range(sj) for sj in s)):
+    sub = w[tuple(slice(rj, None, sj) for rj, sj in zip(r, s))]   # taps a*s + r: (*q_r, C_in, C_out)
+    if 0 in sub.shape[:nd]:                                         # kernel smaller than the stride: no taps
       phases.append(jnp.zeros((n, *m, geo.cin), dy.dtype))
       continue
-    kern = jnp.swapaxes(sub[::-1, ::-1], 2, 3)                      # (q_r0, q_r1, C_out, C_in)
-    pgeo = geo._replace(in_shape=out, out_shape=m, kernel=sub.shape[:2], stride=(1, 1),
-                        pads=tuple((qr - 1, mm - o) for qr, mm, o in zip(sub.shape[:2], m, out)),
+    kern = jnp.swapaxes(jnp.flip(sub, axis=tuple(range(nd))), -2, -1)   # (*q_r, C_out, C_in)
+    pgeo = geo._replace(in_shape=out, out_shape=m, kernel=sub.shape[:nd], stride=(1,) * nd,
+                        pads=tuple((qr - 1, mm - o) for qr, mm, o in zip(sub.shape[:nd], m, out)),
                         cin=geo.cout, cout=geo.cin)
     phases.append(forward(dy, kern, pgeo))
   return phase.assemble_phases(phases, geo)
@@ -115,8 +117,8 @@ def _conv_fwd(x, w, geo, min_dx_channels):
 
 def _conv_bwd(geo, min_dx_channels, res, dy):
   x, w = res
-  if geo.cin < min_dx_channels:   # XLA's (the VJP at x keeps x's shard_map type)
-    dx = jax.vjp(lambda v: conv_lax(v, w, geo), x)[1](dy)[0]
+  if geo.cin < min_dx_channels:   # one GEMM and an overlap-add: the kernel would fill few lanes
+    dx = vary_like(phase.col2im_input_grad(dy, w, geo), x)
   else:
     dx = vary_like(input_grad(dy, w, geo), x)
   return dx, vary_like(weight_grad(x, dy, geo), w)
@@ -131,7 +133,8 @@ def conv_geo(x, w, geo: ConvGeometry, *, min_dx_channels: int = MIN_DX_CHANNELS)
 
 
 def conv(x, w, *, stride=1, padding="SAME", min_dx_channels: int = MIN_DX_CHANNELS):
-  """2-D conv of x (N, H, W, C_in) with w (KH, KW, C_in, C_out) by the C++ kernels (float32).
+  """2-D or 3-D conv of x (N, [D,] H, W, C_in) with w ([KD,] KH, KW, C_in, C_out) by the C++ kernels
+  (float32).
 
   Same semantics as `jaxseg.ops.conv` (any stride, "SAME", "VALID" or explicit
   pads); differentiable (dW by the weight-gradient kernel, dx by the forward
@@ -140,6 +143,7 @@ def conv(x, w, *, stride=1, padding="SAME", min_dx_channels: int = MIN_DX_CHANNE
   """
   geo = conv_geometry(x.shape, w.shape, stride=stride, padding=padding, dilation=1, groups=1)
   if not supports(geo, x.dtype):
-    raise ConfigError(f"cpu conv: only ungrouped, undilated 2-D float32 convs (got x {x.shape} {x.dtype}, w {w.shape})")
+    raise ConfigError(f"cpu conv: only ungrouped, undilated 2-D or 3-D float32 convs (got x {x.shape} {x.dtype}, "
+                      f"w {w.shape})")
   build.require()
   return conv_geo(x, w, geo, min_dx_channels=min_dx_channels)

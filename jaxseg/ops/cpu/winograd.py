@@ -137,7 +137,8 @@ conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 def supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
   """Whether this conv can run as F(4x4, 3x3): what the direct kernels support, square strides
   1 or 2, and 3 taps a dim after space-to-depth (3x3/1; 5x5/2, 6x6/2)."""
-  if not direct.supports(geo, dtype) or len(set(geo.stride)) != 1 or geo.stride[0] not in (1, 2):
+  if (geo.nd != 2 or not direct.supports(geo, dtype) or len(set(geo.stride)) != 1
+      or geo.stride[0] not in (1, 2)):
     return False
   s = geo.stride[0]
   return all(-(-k // s) == 3 for k in geo.kernel)
