@@ -41,7 +41,7 @@ from jaxseg.ops import conv_grad, phase
 from jaxseg.ops._common import ConvGeometry, conv_geometry, prod
 from jaxseg.ops.cpu import build, direct, winograd
 from jaxseg.ops.policy import ConvPolicy, resolve
-from jaxseg.ops.sharding import match_varying
+from jaxseg.ops.sharding import match_varying, per_batch_shard
 from jaxseg.ops.xla import conv_lax, conv_transpose_lax
 
 CONV_ROUTES = ("winograd", "cpu_direct", "gemm_grad", "xla")
@@ -124,8 +124,11 @@ def per_platform(cpu_fn, default_fn):
 
   Both must compute the same function (up to rounding) with the same output
   type. The forward and the backward are each chosen when lowering (see the
-  module doc for why the VJP is written by hand).
+  module doc for why the VJP is written by hand). Under `jax.jit` with a mesh
+  set, the CPU form runs per shard of the batch (`sharding.per_batch_shard`).
   """
+  cpu_fn = per_batch_shard(cpu_fn)   # C++ custom calls have no partitioning rule of their own
+
   @jax.custom_vjp
   def f(x, w):
     return lax.platform_dependent(x, w, cpu=cpu_fn, default=default_fn)
