@@ -146,7 +146,7 @@ def capture_layers(model_name: str, *, batch: int, image_size: int, in_channels:
       conv = isinstance(m, model_layers_lib.Conv)
       w = k + ((x.shape[-1], m.features) if conv else (m.features, x.shape[-1]))
       calls.append(("conv" if conv else "conv_transpose", tuple(x.shape), w, tuple(y.shape),
-                    _tuple(m.strides, len(k)), m.padding))
+                    model_layers_lib.per_dim(m.strides, len(k)), m.padding))
     return y
 
   x = jax.ShapeDtypeStruct((batch, image_size, image_size, in_channels), jnp.float32)

@@ -48,7 +48,8 @@ def check_conv_impl(conv_impl: str) -> str:
   return conv_impl
 
 
-def _tuple(v, n: int) -> tuple[int, ...]:
+def per_dim(v, n: int) -> tuple[int, ...]:
+  """An int or a sequence as one value per spatial dim (the layers' strides, windows)."""
   return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
@@ -69,7 +70,7 @@ class Conv(nn.Module):
   def __call__(self, x):
     k = tuple(self.kernel_size)
     kernel = self.param("kernel", self.kernel_init, k + (x.shape[-1], self.features))
-    y = ops.conv(x, kernel, stride=_tuple(self.strides, len(k)), padding=self.padding,
+    y = ops.conv(x, kernel, stride=per_dim(self.strides, len(k)), padding=self.padding,
                  impl=self.conv_impl, policy=self.conv_policy)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
@@ -93,7 +94,7 @@ class ConvTranspose(nn.Module):
   def __call__(self, x):
     k = tuple(self.kernel_size)
     kernel = self.param("kernel", self.kernel_init, k + (self.features, x.shape[-1]))
-    y = ops.conv_transpose(x, kernel, stride=_tuple(self.strides, len(k)), padding=self.padding,
+    y = ops.conv_transpose(x, kernel, stride=per_dim(self.strides, len(k)), padding=self.padding,
                            impl=transpose_impl(self.conv_impl), policy=self.conv_policy)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
@@ -122,9 +123,9 @@ class MaxPool(nn.Module):
   @nn.compact
   def __call__(self, x):
     nd = x.ndim - 2
-    stride = None if self.strides is None else _tuple(self.strides, nd)
+    stride = None if self.strides is None else per_dim(self.strides, nd)
     impl = "pallas" if self.conv_impl == "pallas" and nd == 2 else "xla"
-    return ops.max_pool(x, _tuple(self.window, nd), stride=stride, padding=self.padding, impl=impl)
+    return ops.max_pool(x, per_dim(self.window, nd), stride=stride, padding=self.padding, impl=impl)
 
 
 class Flatten(nn.Module):

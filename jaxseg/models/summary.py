@@ -33,7 +33,7 @@ def conv_route(module, x_shape, platform: str | None = None) -> str | None:
   if not isinstance(module, (layers.Conv, layers.ConvTranspose)):
     return None
   k = tuple(module.kernel_size)
-  strides = layers._tuple(module.strides, len(k))
+  strides = layers.per_dim(module.strides, len(k))
   if isinstance(module, layers.Conv):
     if module.conv_impl != "auto":
       return module.conv_impl

@@ -63,3 +63,25 @@ def test_small_unet_forward_and_grad_pallas_matches_lax():
   got = loss_and_grad("pallas")
   tol = dict(atol=1e-5, rtol=1e-4) if jax.default_backend() == "cpu" else dict(atol=2e-2, rtol=2e-2)
   chex.assert_trees_all_close(got, want, **tol)
+
+
+def test_pallas_model_traced_here_lowers_to_gpu_kernels_for_cuda():
+  # One trace of a conv_impl="pallas" U-Net's loss gradient: lowered for CUDA it holds the Triton
+  # kernel calls (convs, pools, transposed convs, forward and backward) and no interpret-mode
+  # loop; lowered for the CPU it holds the interpret loops and no GPU call.
+  from kernels import backend
+  x = jnp.zeros((1, 16, 16, 1))
+  labels = jnp.zeros((1, 16, 16), jnp.int32)
+  model = models.create("unet", conv_impl="pallas", base=16, depth=1, padding="same")
+  params = model.init(jax.random.key(0), x)["params"]
+  grad = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply({"params": p}, x), labels).mean())
+  traced = jax.jit(grad).trace(params)
+  cuda = traced.lower(lowering_platforms=("cuda",)).as_text()
+  cpu = traced.lower(lowering_platforms=("cpu",)).as_text()
+  calls = sum(cuda.count(t) for t in backend.GPU_CALL_TARGETS)
+  # at least a forward kernel per conv (7), up-conv (1) and pool (1), and a weight-gradient
+  # kernel per conv and up-conv (8)
+  assert calls >= 17, calls
+  assert "stablehlo.while" not in cuda and "stablehlo.convolution" not in cuda
+  assert not any(t in cpu for t in backend.GPU_CALL_TARGETS) and "stablehlo.while" in cpu
