@@ -18,12 +18,13 @@ class CNN3(nn.Module):
   num_classes: int = 2
   in_channels: int = 1
   conv_impl: str = "lax"
+  model_name: str = "cnn3"  # the registry name, for error messages
   features: tuple[int, ...] = (8, 16)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    check_input(x, name="cnn3", in_channels=self.in_channels)
+    check_input(x, name=self.model_name, in_channels=self.in_channels)
     for i, f in enumerate(self.features):
       x = nn.relu(layers.Conv(f, (3, 3), conv_impl=self.conv_impl, name=f"conv{i + 1}")(x))
     return layers.Conv(self.num_classes, (3, 3), conv_impl=self.conv_impl,

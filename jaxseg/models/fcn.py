@@ -33,12 +33,13 @@ class FCN(nn.Module):
   num_classes: int = 2
   in_channels: int = 1
   conv_impl: str = "lax"
+  model_name: str = "fcn"  # the registry name, for error messages
   extra_convs: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    check_input(x, name="fcn", in_channels=self.in_channels, multiple=16)
+    check_input(x, name=self.model_name, in_channels=self.in_channels, multiple=16)
     conv = lambda f, k, s, name: layers.Conv(f, (k, k), strides=s, padding="SAME",
                                              conv_impl=self.conv_impl, name=name)
     x = nn.relu(conv(100, 5, 2, "Conv1")(x))
