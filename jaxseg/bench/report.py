@@ -247,7 +247,8 @@ def format_peers(res) -> str:
     ratio = res.get(f"jaxseg_over_{fw}")
     rounds = res.get(f"jaxseg_over_{fw}_per_round")
     params = f"{r['params']:,}" if r.get("params") is not None else "-"
-    out.append(f"| {fw} | {r.get('version', '')} | {params} | {r['step_seconds']:.4f} | {r['step_seconds_min']:.4f} "
+    out.append(f"| {fw} | {r.get('version', '')} | {params} | {r['step_seconds']:.4f} "
+               f"| {r['step_seconds_min']:.4f} "
                f"| {res['batch_size'] / r['step_seconds']:.1f} "
                f"| {f'{ratio:.2f}x' if ratio else '1.00x'} "
                f"| {' '.join(f'{v:.2f}' for v in rounds) if rounds else '-'} "

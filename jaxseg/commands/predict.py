@@ -95,7 +95,8 @@ def run(args):
     labels = labels[0]
   data_lib.write_image(args.output, labels, geometry)
   summary = {"output": args.output, "shape": list(labels.shape),
-             "slices" if nd == 2 else "volumes": int(len(images)), "window": list(window), "overlap": args.overlap, "mirror": args.mirror,
+             "slices" if nd == 2 else "volumes": int(len(images)), "window": list(window),
+             "overlap": args.overlap, "mirror": args.mirror,
              "foreground_pixels": int((labels > 0).sum()), "model": config.model, "epoch": int(meta["epoch"])}
   if args.json:
     print(json.dumps(summary))

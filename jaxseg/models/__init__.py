@@ -92,4 +92,5 @@ def spatial_dims(name: str, **kw) -> int:
   return 2
 
 
-__all__ = ["MODELS", "create", "size_multiple", "spatial_dims", "summarize", "DenseNet", "FCN", "CNN3", "UNet"]
+__all__ = ["MODELS", "create", "size_multiple", "spatial_dims", "summarize", "DenseNet", "FCN",
+           "CNN3", "UNet"]

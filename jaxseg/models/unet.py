@@ -21,10 +21,11 @@ class UNet(nn.Module):
 
   Contracting path: at each of ``depth`` levels two 3x3 convs (widths
   ``base * 2**level``, capped at ``max_features`` when given) then a 2x2
-  max-pool; a bottom level of two convs (``base * 2**depth``, capped). Expanding path: a 2x2 stride-2 transposed conv that
-  halves the channels, concatenation with the contracting path's map (centre
-  cropped when the convs are unpadded), two 3x3 convs. A 1x1 conv gives
-  ``num_classes`` logits.
+  max-pool; a bottom level of two convs (``base * 2**depth``, capped).
+  Expanding path: a 2x2 stride-2 transposed conv to the level's width,
+  concatenation with the contracting path's map (centre cropped when the
+  convs are unpadded), two 3x3 convs. A 1x1 conv gives ``num_classes``
+  logits.
 
   ``padding="valid"`` is the paper's network: unpadded convs, 572x572 in,
   388x388 out, skip maps cropped. ``padding="same"`` keeps the input size
