@@ -30,7 +30,7 @@ label is the middle plane), an in-plane blur, a smooth 3-D multiplicative bias
 field, Rician noise and a random global contrast. Raw intensities are
 MRI-like, 0 to ~1000, as in `synthetic`.
 
-Label 1 is the LV cavity (papillary muscles included), about 0.4-1.5% of the
+Label 1 is the LV cavity (papillary muscles included), about 0.35-0.8% of the
 voxels of a default volume.
 """
 
