@@ -28,12 +28,19 @@ def _write_run(workdir, model_name, image_shape, *, seed=0):
   config = TrainConfig(model=model_name, data="synthetic", epochs=1, batch_size=1)
   model = models.create(model_name)
   tx = state_lib.make_optimizer(config)
-  sample = np.zeros((1, *image_shape), np.float32)
-  state = jax.device_get(state_lib.create_train_state(model, tx, jax.random.key(seed), sample))
-  # Larger biases than init's zeros, so that both classes are predicted somewhere.
-  params = state.params
-  params["head" if "head" in params else "conv3"]["bias"] = np.asarray([0.0, 0.3], np.float32)
-  state = state.replace(params=params)
+  # He-scaled NumPy weights in the model's tree: no jitted init to compile.
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, *image_shape), np.float32))["params"]
+  scale = lambda shape: np.sqrt(2 / np.prod(shape[:-1])) if len(shape) > 1 else 0.1
+  params = jax.tree.map(lambda a: rng.normal(0, scale(a.shape), a.shape).astype(np.float32), shapes)
+  # The head's bias at the median logit difference on noise: both classes are predicted.
+  head = params["head" if "head" in params else "conv3"]
+  noise = rng.normal(size=(1, *image_shape)).astype(np.float32)
+  logits = np.asarray(jax.jit(model.apply)({"params": params}, noise))
+  head["bias"] = np.asarray([0.0, -np.median(logits[..., 1] - logits[..., 0])], np.float32)
+  state = state_lib.TrainState(step=np.zeros((), np.int32), params=params,
+                               opt_state=jax.device_get(tx.init(params)))
   meta = {"image_shape": list(image_shape), "in_channels": 1, "num_train": 1, "num_val": 1,
           "normalization": "zscore", "epoch": 1, "config": config.to_dict(), "history": [],
           "best_val_dice": 0.5, "best_epoch": 1, "rng": [0, 0]}
