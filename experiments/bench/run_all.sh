@@ -10,6 +10,7 @@ uptime
 # 1. Train step vs PyTorch and Keras, interleaved (targets: fcn <= 1.0x torch, unet_small <= 0.8x).
 $J bench --what train --model fcn --batch-size 8 --image-size 256 --steps 5 --rounds 3 --peers --json | tee "$OUT/peers_fcn.txt"
 $J bench --what train --model unet_small --batch-size 8 --image-size 256 --steps 3 --rounds 3 --peers --json | tee "$OUT/peers_unet_small.txt"
+$J bench --what train --model unet3d_small --peers --rounds 4 --steps 3 --json | tee "$OUT/peers_unet3d_small.txt"   # batch 2, 32x64x64
 # 2. Every conv impl on every conv layer (targets: im2col <= 1.5x lax fwd+bwd, direct <= 3x on fcn).
 $J bench --what conv --model fcn,unet_small --batch-size 8 --image-size 256 --steps 3 --budget 10 --json | tee "$OUT/conv.txt"
 # 3. Sweeps with plots.

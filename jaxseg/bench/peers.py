@@ -12,7 +12,20 @@ Adam with learning rate 1e-3, float32, random data. PyTorch uses NCHW (its
 default on CPU) and symmetric padding k//2, which has the FLOPs of
 TensorFlow's "SAME" padding jaxseg and Keras use.
 
-Run a worker by hand: ``python -m jaxseg.bench.peers torch fcn 8 256``.
+``unet3d_small`` (3-D) runs against PyTorch only (``Conv3d``,
+``InstanceNorm3d(affine=True)``, ``LeakyReLU(0.01)``, ``MaxPool3d``,
+``ConvTranspose3d``: the same layers and parameter count as jaxseg's, NCDHW).
+
+Memory: each worker reports ``setup_peak_rss_mb`` (its peak resident memory
+up to the end of warm-up, compilation included) and ``step_peak_rss_mb``,
+the peak resident memory while the timed steps ran (Linux: the high-water
+mark is reset through ``/proc/self/clear_refs`` before each block and read
+from ``VmHWM`` after it), with ``rss_before_steps_mb`` beside it; their
+difference is what one step allocates on top of the model, its optimizer
+state and the batch.
+
+Run a worker by hand: ``python -m jaxseg.bench.peers torch fcn 8 256``
+(3-D: ``python -m jaxseg.bench.peers torch unet3d_small 2 32,64,64``).
 """
 
 from __future__ import annotations
@@ -27,7 +40,9 @@ import tempfile
 import time
 
 FRAMEWORKS = ("jaxseg", "torch", "keras")
-PEER_MODELS = ("fcn", "unet_small")
+PEER_MODELS = ("fcn", "unet_small", "unet3d_small")
+# Frameworks that have each model (Keras' peers are 2-D only).
+MODEL_FRAMEWORKS = {"fcn": FRAMEWORKS, "unet_small": FRAMEWORKS, "unet3d_small": ("jaxseg", "torch")}
 _UNET_WIDTHS = (16, 32, 64, 128, 256)
 _UNET_DROPOUT = (0.1, 0.1, 0.2, 0.2, 0.3)
 _TAG = "@@"  # protocol lines start with this; anything else a library prints is ignored
@@ -71,7 +86,46 @@ def torch_model(name: str, *, in_channels: int = 1, num_classes: int = 2):
         nn.ConvTranspose2d(num_classes, num_classes, 31, stride=16, padding=8, output_padding=1))
   if name == "unet_small":
     return _TorchUNet(in_channels, num_classes)
+  if name == "unet3d_small":
+    return _torch_unet3d_class()(in_channels, num_classes)
   raise ValueError(name)
+
+
+def _torch_unet3d_class(widths=(16, 32, 64, 128)):
+  """jaxseg's unet3d_small in PyTorch: conv-instance norm-leaky ReLU blocks, max-pool, up-convs."""
+  import torch
+  import torch.nn as nn
+
+  class Block(nn.Sequential):
+    def __init__(self, cin, c):
+      super().__init__(nn.Conv3d(cin, c, 3, padding=1), nn.InstanceNorm3d(c, affine=True),
+                       nn.LeakyReLU(0.01), nn.Conv3d(c, c, 3, padding=1),
+                       nn.InstanceNorm3d(c, affine=True), nn.LeakyReLU(0.01))
+
+  class UNet3D(nn.Module):
+    def __init__(self, in_channels, num_classes):
+      super().__init__()
+      cin, self.down, self.up, self.dec = in_channels, nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+      for c in widths:
+        self.down.append(Block(cin, c))
+        cin = c
+      for c in widths[-2::-1]:
+        self.up.append(nn.ConvTranspose3d(cin, c, 2, stride=2))
+        self.dec.append(Block(2 * c, c))  # jaxseg concatenates [up-conv, skip], so does this
+        cin = c
+      self.head = nn.Conv3d(cin, num_classes, 1)
+      self.pool = nn.MaxPool3d(2)
+
+    def forward(self, x):
+      skips = []
+      for i, block in enumerate(self.down):
+        x = block(x if i == 0 else self.pool(x))
+        skips.append(x)
+      for up, dec, skip in zip(self.up, self.dec, skips[-2::-1]):
+        x = dec(torch.cat([up(x), skip], dim=1))
+      return self.head(x)
+
+  return UNet3D
 
 
 def _torch_unet_class():
@@ -123,7 +177,8 @@ def torch_prepare(model: str, batch: int, size: int, *, in_channels=1, num_class
   net.train()
   x_np, y_np = synthetic_batch(batch, size, in_channels=in_channels, num_classes=num_classes,
                                seed=seed)
-  x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
+  channels_first = (0, x_np.ndim - 1) + tuple(range(1, x_np.ndim - 1))
+  x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(channels_first)))
   y = torch.from_numpy(y_np.astype(np.int64))
   opt = torch.optim.Adam(net.parameters(), lr=1e-3)
   loss_fn = torch.nn.CrossEntropyLoss()
@@ -215,7 +270,29 @@ _PREPARE = {"jaxseg": jaxseg_prepare, "torch": torch_prepare, "keras": keras_pre
 # ---------------------------------------------------------------- worker and parent
 
 
-def worker(framework: str, model: str, batch: int, size: int, warmup: int = 1,
+def _status_mb(field: str) -> float | None:
+  """A memory figure of this process from /proc/self/status (Linux), in MiB."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith(field + ":"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return None
+
+
+def _reset_peak_rss() -> bool:
+  """Resets the process's peak RSS (VmHWM, ru_maxrss) to its current RSS (Linux >= 4.0)."""
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
+
+
+def worker(framework: str, model: str, batch: int, size, warmup: int = 1,
            options: dict | None = None) -> None:
   """Build, warm up, then run blocks of steps on request ("run K"), until "quit"."""
   import resource
@@ -229,18 +306,28 @@ def worker(framework: str, model: str, batch: int, size: int, warmup: int = 1,
   for _ in range(max(warmup, 1) + 1):  # first step compiles (jit / XLA), the rest warm up
     step_once()
   info["setup_seconds"] = time.perf_counter() - t0
+  info["setup_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   say("ready", info)
+  step_peak, before = None, None
   for line in sys.stdin:
     cmd = line.split()
     if not cmd or cmd[0] == "quit":
       break
     times = []
+    reset = _reset_peak_rss()
+    rss = _status_mb("VmRSS")
+    before = rss if before is None else min(before, rss or before)
     for _ in range(int(cmd[1])):
       t = time.perf_counter()
       step_once()
       times.append(time.perf_counter() - t)
+    if reset:
+      peak = _status_mb("VmHWM")
+      step_peak = peak if step_peak is None else max(step_peak, peak or 0)
     say("times", times)
-  say("done", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+  say("done", {"peak_rss_mb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                  info["setup_peak_rss_mb"]),
+               "step_peak_rss_mb": step_peak, "rss_before_steps_mb": before})
 
 
 class _Worker:
@@ -248,7 +335,7 @@ class _Worker:
     env = dict(os.environ)
     if framework == "keras":
       env["KERAS_BACKEND"] = "jax"
-    cmd = [sys.executable, "-m", "jaxseg.bench.peers", framework, model, str(batch), str(size),
+    cmd = [sys.executable, "-m", "jaxseg.bench.peers", framework, model, str(batch), size_arg(size),
            str(warmup), json.dumps(options or {})]
     self.framework = framework
     # stderr to a file: an unread pipe fills up and stalls a chatty worker.
@@ -282,13 +369,34 @@ class _Worker:
     return done
 
 
+<<<<<<< HEAD
 def run_interleaved(model: str, *, batch: int, size: int, steps: int = 5, rounds: int = 3,
                     warmup: int = 1, frameworks=FRAMEWORKS, conv_impl: str = "auto",
+=======
+def size_arg(size) -> str:
+  """An input size on a worker's command line: "256" (square) or "32,64,64"."""
+  return ",".join(map(str, size)) if isinstance(size, (tuple, list)) else str(size)
+
+
+def parse_size(text: str):
+  """The inverse of `size_arg`: an int, or a tuple of ints for a spatial shape."""
+  parts = tuple(int(t) for t in text.split(","))
+  return parts[0] if len(parts) == 1 else parts
+
+
+def run_interleaved(model: str, *, batch: int, size, steps: int = 5, rounds: int = 3,
+                    warmup: int = 1, frameworks=None, conv_impl: str = "lax",
+>>>>>>> issue18
                     step_kind: str = "product", log=None) -> dict:
-  """Median seconds per step of each framework, blocks of `steps` taken in turn; ratios to jaxseg."""
+  """Median seconds per step of each framework, blocks of `steps` taken in turn; ratios to jaxseg.
+
+  ``size`` is an int (square 2-D images) or a spatial shape such as (32, 64, 64);
+  ``frameworks`` defaults to those that have the model (`MODEL_FRAMEWORKS`).
+  """
   from jaxseg.errors import ConfigError
   if model not in PEER_MODELS:
     raise ConfigError(f"--peers: peers exist for {', '.join(PEER_MODELS)}, not {model!r}")
+  frameworks = tuple(frameworks or MODEL_FRAMEWORKS[model])
   log = log or (lambda msg: None)
   options = {fw: ({"conv_impl": conv_impl, "step_kind": step_kind} if fw == "jaxseg" else {})
              for fw in frameworks}
@@ -298,7 +406,7 @@ def run_interleaved(model: str, *, batch: int, size: int, steps: int = 5, rounds
     # same time overall but makes each setup time meaningless.
     infos = {}
     for fw in frameworks:
-      log(f"starting {fw} worker ({model}, batch {batch}, {size}x{size})")
+      log(f"starting {fw} worker ({model}, batch {batch}, {size_arg(size)})")
       workers[fw] = _Worker(fw, model, batch, size, warmup, options[fw])
       infos[fw] = workers[fw].read("ready")
     times = {fw: [] for fw in frameworks}
@@ -318,7 +426,9 @@ def run_interleaved(model: str, *, batch: int, size: int, steps: int = 5, rounds
     for w in workers.values():
       w.proc.kill()
   out = {"model": model, "batch_size": batch, "image_size": size, "steps_per_block": steps,
-         "rounds": rounds, "frameworks": {}}
+         "rounds": rounds, "frameworks": {},
+         # the same architecture everywhere: one parameter count
+         "params_match": len({infos[fw].get("params") for fw in frameworks}) == 1}
   for fw in frameworks:
     out["frameworks"][fw] = {"step_seconds": statistics.median(times[fw]),
                              "step_seconds_min": min(times[fw]), "times": times[fw],
@@ -337,4 +447,4 @@ if __name__ == "__main__":
   fw, model_name, b, s = sys.argv[1:5]
   w = int(sys.argv[5]) if len(sys.argv) > 5 else 1
   opts = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
-  worker(fw, model_name, int(b), int(s), w, opts)
+  worker(fw, model_name, int(b), parse_size(s), w, opts)

@@ -168,6 +168,11 @@ def conv_sweep(args, model, peak) -> list[dict]:
   return out
 
 
+def _size_text(size) -> str:
+  """256 -> "256^2"; (32, 64, 64) -> "32x64x64"."""
+  return "x".join(map(str, size)) if isinstance(size, (tuple, list)) else f"{size}^2"
+
+
 def run_train(args) -> dict:
   from jaxseg.bench.timing import device_info
   from jaxseg.bench.train import bench_train
@@ -196,7 +201,7 @@ def run_train(args) -> dict:
     return result
   results = []
   for impl in impls:
-    _log(f"train step: {model}, batch {args.batch_size}, {args.image_size}^2, conv {impl}")
+    _log(f"train step: {model}, batch {args.batch_size}, {_size_text(args.image_size)}, conv {impl}")
     r = bench_train(model, batch_size=args.batch_size, image_size=args.image_size, conv_impl=impl,
                     steps=args.steps, warmup=args.warmup, step_kind=args.step)
     results.append(r)
@@ -219,25 +224,34 @@ def format_train(results) -> str:
   for r in results:
     g = f"{r['gflops']:.0f}" if "gflops" in r else "-"
     t = f"{r['xla_temp_mb']:.0f}" if "xla_temp_mb" in r else "-"
-    out.append(f"| {r['model']} | {r['conv_impl']} | {r['batch_size']} | {r['image_size']} "
+    size = r["image_size"]
+    size = "x".join(map(str, size)) if isinstance(size, (tuple, list)) else size
+    out.append(f"| {r['model']} | {r['conv_impl']} | {r['batch_size']} | {size} "
                f"| {r['step_seconds']:.4f} | {r['images_per_second']:.1f} | {g} | {t} "
                f"| {r['peak_rss_mb']:.0f} | {r['compile_seconds']:.1f} |")
   return "\n".join(out)
 
 
 def format_peers(res) -> str:
-  out = [f"\n## train step, {res['model']}, batch {res['batch_size']}, {res['image_size']}^2: "
+  out = [f"\n## train step, {res['model']}, batch {res['batch_size']}, {_size_text(res['image_size'])}: "
          f"{res['rounds']} rounds x {res['steps_per_block']} steps, frameworks in turn",
-         "| framework | version | median step s | min s | images/s | jaxseg / this | per round | peak RSS MB |",
-         "|---|---|---|---|---|---|---|---|"]
+         "| framework | version | params | median step s | min s | images/s | jaxseg / this | per round "
+         "| step peak RSS MB | RSS before steps MB | setup peak RSS MB |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+  mb = lambda v: f"{v:.0f}" if v is not None else "-"
   for fw, r in res["frameworks"].items():
     ratio = res.get(f"jaxseg_over_{fw}")
     rounds = res.get(f"jaxseg_over_{fw}_per_round")
-    out.append(f"| {fw} | {r.get('version', '')} | {r['step_seconds']:.4f} | {r['step_seconds_min']:.4f} "
+    params = f"{r['params']:,}" if r.get("params") is not None else "-"
+    out.append(f"| {fw} | {r.get('version', '')} | {params} | {r['step_seconds']:.4f} "
+               f"| {r['step_seconds_min']:.4f} "
                f"| {res['batch_size'] / r['step_seconds']:.1f} "
                f"| {f'{ratio:.2f}x' if ratio else '1.00x'} "
                f"| {' '.join(f'{v:.2f}' for v in rounds) if rounds else '-'} "
-               f"| {r.get('peak_rss_mb', 0):.0f} |")
+               f"| {mb(r.get('step_peak_rss_mb'))} | {mb(r.get('rss_before_steps_mb'))} "
+               f"| {mb(r.get('setup_peak_rss_mb', r.get('peak_rss_mb')))} |")
+  if not res.get("params_match", True):
+    out.append("\nWARNING: the frameworks' models have different parameter counts")
   return "\n".join(out)
 
 

@@ -20,12 +20,21 @@ import optax
 from jaxseg.bench.timing import device_info, device_peak_mb, max_rss_mb
 
 
-def synthetic_batch(batch: int, image_size: int, *, in_channels: int = 1, num_classes: int = 2,
+def spatial_shape(image_size) -> tuple[int, ...]:
+  """(S, S) for an int (square images), else the given spatial shape, e.g. (D, H, W)."""
+  if isinstance(image_size, (tuple, list)):
+    return tuple(int(s) for s in image_size)
+  return (int(image_size),) * 2
+
+
+def synthetic_batch(batch: int, image_size, *, in_channels: int = 1, num_classes: int = 2,
                     seed: int = 0):
-  """Random images (N,S,S,C) float32 and labels (N,S,S) int32: timing does not need real data."""
+  """Random images (N, *spatial, C) float32 and labels (N, *spatial) int32: timing does not
+  need real data. ``image_size`` is S (square S x S images) or a spatial shape (D, H, W)."""
   rng = np.random.default_rng(seed)
-  x = rng.standard_normal((batch, image_size, image_size, in_channels)).astype(np.float32)
-  y = rng.integers(0, num_classes, (batch, image_size, image_size)).astype(np.int32)
+  shape = spatial_shape(image_size)
+  x = rng.standard_normal((batch, *shape, in_channels)).astype(np.float32)
+  y = rng.integers(0, num_classes, (batch, *shape)).astype(np.int32)
   return x, y
 
 
@@ -46,8 +55,13 @@ def plain_train_step(model, tx, loss):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
+<<<<<<< HEAD
 def prepare_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: int = 256,
                   conv_impl: str = "auto", in_channels: int = 1, num_classes: int = 2,
+=======
+def prepare_train(model_name: str = "fcn", *, batch_size: int = 8, image_size=256,
+                  conv_impl: str = "lax", in_channels: int = 1, num_classes: int = 2,
+>>>>>>> issue18
                   lr: float = 1e-3, seed: int = 0, step_kind: str = "product", model_kw=None):
   """Build, compile and return ``(step_once, info)``; ``step_once()`` runs one step to completion.
 
@@ -92,7 +106,7 @@ def prepare_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: i
     from jaxseg.errors import ConfigError
     raise ConfigError(f"--step: unknown step {step_kind!r} (product, plain)")
 
-  info = {"step": step_kind}
+  info = {"step": step_kind, "params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))}
   t0 = time.perf_counter()
   if jitted is not None:
     # Compiling ahead of time fills the same cache the first call uses, so XLA's
@@ -124,8 +138,13 @@ def time_steps(step_once, steps: int) -> list[float]:
   return times
 
 
+<<<<<<< HEAD
 def bench_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: int = 256,
                 conv_impl: str = "auto", steps: int = 5, warmup: int = 1, **kw) -> dict:
+=======
+def bench_train(model_name: str = "fcn", *, batch_size: int = 8, image_size=256,
+                conv_impl: str = "lax", steps: int = 5, warmup: int = 1, **kw) -> dict:
+>>>>>>> issue18
   """Median seconds per train step (``step_seconds``) and what goes with it."""
   rss0 = max_rss_mb()
   step_once, info = prepare_train(model_name, batch_size=batch_size, image_size=image_size,

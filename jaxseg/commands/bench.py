@@ -23,9 +23,15 @@ def add_arguments(parser):
                       help="conv: every impl on every conv layer; train: seconds per step")
   parser.add_argument("--model", default=None,
                       help="model name (train: default fcn; conv: default fcn,unet_small)")
-  parser.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
+  parser.add_argument("--batch-size", type=int, default=None,
+                      help="batch size (default 8; 3-D models: 2)")
   parser.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
+<<<<<<< HEAD
   from jaxseg.registry import CONV_IMPLS
+=======
+  parser.add_argument("--patch-size", type=_ints, default=None, metavar="D,H,W",
+                      help="train, 3-D models: the input volume (default 32,64,64)")
+>>>>>>> issue18
   parser.add_argument("--impls", type=_csv, default=None,
                       help=f"comma-separated conv impls, of {', '.join(CONV_IMPLS)} "
                            "(conv: default all; the auto row names each layer's route; "
@@ -54,11 +60,36 @@ def add_arguments(parser):
   parser.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
 
 
+_PATCH_3D = (32, 64, 64)  # with batch 2: a 3-D U-Net step of a few seconds on 2 CPU cores
+
+
+def _resolve_sizes(args):
+  """Fills in --batch-size and, for a 3-D model's train bench, sets image_size to the patch."""
+  from jaxseg import models
+  from jaxseg.errors import ConfigError
+  three_d = args.what == "train" and args.model in models.MODELS and models.spatial_dims(args.model) == 3
+  if args.batch_size is None:
+    args.batch_size = 2 if three_d else 8
+  if args.patch_size is not None:
+    if not three_d:
+      raise ConfigError("--patch-size: for --what train with a 3-D model (unet3d_small, unet3d); "
+                        "2-D models take --image-size")
+    if len(args.patch_size) != 3 or min(args.patch_size) < 1:
+      raise ConfigError(f"--patch-size: expected D,H,W (three positive integers), got "
+                        f"{','.join(map(str, args.patch_size))}")
+  if three_d:
+    args.image_size = tuple(args.patch_size or _PATCH_3D)
+    if args.sweep:
+      raise ConfigError("--sweep: 2-D models only")
+
+
 def _check(args):
   from jaxseg.errors import ConfigError
+  _resolve_sizes(args)
   for flag in ("batch_size", "image_size", "steps", "rounds"):
-    if getattr(args, flag) < 1:
-      raise ConfigError(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+    value = getattr(args, flag)
+    if min(value if isinstance(value, tuple) else (value,)) < 1:
+      raise ConfigError(f"--{flag.replace('_', '-')}: must be >= 1, got {value}")
   if args.warmup < 0:
     raise ConfigError(f"--warmup: must be >= 0, got {args.warmup}")
   if args.budget <= 0:

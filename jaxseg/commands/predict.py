@@ -1,4 +1,4 @@
-"""`jaxseg predict`: segment a 2-D image or a 3-D volume (slice by slice) with a trained run."""
+"""`jaxseg predict`: segment a 2-D image or a 3-D volume with a trained run, by sliding windows."""
 
 from __future__ import annotations
 
@@ -7,24 +7,61 @@ HELP = "segment an image or volume with a trained run; the output keeps the inpu
 
 def add_arguments(parser):
   parser.add_argument("--workdir", required=True, help="the run directory written by `jaxseg train`")
-  parser.add_argument("input", help="image or volume, any SimpleITK format (3-D: segmented slice by slice "
-                                    "along the first array axis)")
+  parser.add_argument("input", help="image or volume, any SimpleITK format (a 2-D model segments a "
+                                    "volume slice by slice along the first array axis, a 3-D model "
+                                    "the whole volume)")
   parser.add_argument("output", help="label image to write (same size, spacing, origin, direction)")
   parser.add_argument("--checkpoint", choices=("latest", "best"), default="best",
                       help="which checkpoint (default: best by val Dice)")
-  parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
+  parser.add_argument("--overlap", type=float, default=0.5,
+                      help="fraction of a window shared by neighbouring windows, in [0, 1) "
+                           "(default: 0.5); windows have the training size and are blended "
+                           "with Gaussian weights")
+  parser.add_argument("--mirror", action="store_true",
+                      help="test-time mirroring: average the predictions of every flip of the "
+                           "spatial axes (2^2 or 2^3 passes)")
+  parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
   parser.add_argument("--json", action="store_true", help="print a JSON summary line on stdout")
 
 
-def predict_slices(model, params, slices, *, multiple: int, batch_size: int = 8):
-  """(N, H, W, C) normalised slices -> int (N, H, W) labels; pads to `multiple`, crops back."""
+def inference_window(meta: dict, spatial_dims: int) -> tuple[int, ...]:
+  """The sliding window of a run: its stored training patch size, else its training image size.
+
+  Runs store ``image_shape`` (the training examples' shape, channels last);
+  a run trained on patches stores ``patch_size``, which then wins.
+  """
+  window = meta.get("patch_size") or meta["image_shape"][:spatial_dims]
+  return tuple(int(w) for w in window)
+
+
+def segment(model, params, images, *, window, overlap: float = 0.5, batch_size: int = 8,
+            mirror: bool = False):
+  """(N, *spatial, C) normalised images -> int (N, *spatial) labels, by Gaussian-blended windows."""
   import jax
   import numpy as np
+  from jaxseg import inference
+  apply = jax.jit(lambda x: model.apply({"params": params}, x, train=False))
+  nd = images.ndim - 2
+  probs = inference.sliding_window(apply, images, window=window, overlap=overlap,
+                                   batch_size=batch_size, mirror_axes=tuple(range(nd)) if mirror else ())
+  if probs.shape[-1] == 1:
+    return (probs[..., 0] > 0.5).astype(np.int32)
+  return probs.argmax(-1).astype(np.int32)
+
+
+def _images(array, geometry, *, spatial_dims: int, normalization: str, channels: bool, path):
+  """The input as normalised (N, *spatial, C) model inputs: 2-D slices, or one volume."""
   from jaxseg import data as data_lib
-  padded, hw = data_lib.pad_to_multiple(slices, multiple)
-  apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False).argmax(-1))
-  out = [np.asarray(apply(params, padded[i:i + batch_size])) for i in range(0, len(padded), batch_size)]
-  return data_lib.crop_to(np.concatenate(out), hw)
+  from jaxseg.errors import DataError
+  if spatial_dims == 2:
+    return data_lib.image_to_slices(array, normalization=normalization, channels=channels, path=path)
+  if len(geometry.size) != 3:
+    raise DataError(f"{path}: a 2-D image, but the run's model is a 3-D model: it segments volumes")
+  volume = data_lib.image_to_slices(array, normalization="none", channels=channels, path=path)
+  d, h, w, c = volume.shape
+  # One case: statistics over the whole volume (each slice stacked as rows of one image).
+  flat = data_lib.normalize(volume.reshape(1, d * h, w, c), normalization)
+  return flat.reshape(1, d, h, w, c)
 
 
 def run(args):
@@ -39,29 +76,31 @@ def run(args):
   from jaxseg.train import loop
   if args.batch_size < 1:
     raise ConfigError(f"--batch-size: must be an integer >= 1, got {args.batch_size}")
+  if not 0 <= args.overlap < 1:
+    raise ConfigError(f"--overlap: must be in [0, 1), got {args.overlap}")
   if not os.path.exists(args.input):
     raise DataError(f"{args.input}: no such file")
   config, model, params, meta = loop.restore_run(args.workdir, args.checkpoint)
   array, geometry = data_lib.read_image(args.input)
   channels = array.ndim == len(geometry.size) + 1
-  slices = data_lib.image_to_slices(array, normalization=meta.get("normalization") or "zscore",
-                                    channels=channels, path=args.input)
-  if slices.shape[-1] != meta["in_channels"]:
-    raise DataError(f"{args.input}: {slices.shape[-1]} channels, the model takes {meta['in_channels']}")
-  multiple = models.size_multiple(config.model)
-  fixed = tuple(meta["image_shape"][:2])
-  if config.model == "dense" and tuple(slices.shape[1:3]) != fixed:
-    raise DataError(f"{args.input}: the dense model takes only {fixed[0]}x{fixed[1]} images, "
-                    f"got {slices.shape[1]}x{slices.shape[2]}")
-  labels = predict_slices(model, params, slices, multiple=multiple, batch_size=args.batch_size)
-  labels = labels.astype(np.uint8)
-  if len(geometry.size) == 2 or (channels and array.ndim == 3):
+  nd = models.spatial_dims(config.model)
+  images = _images(array, geometry, spatial_dims=nd, channels=channels, path=args.input,
+                   normalization=meta.get("normalization") or "zscore")
+  if images.shape[-1] != meta["in_channels"]:
+    raise DataError(f"{args.input}: {images.shape[-1]} channels, the model takes {meta['in_channels']}")
+  window = inference_window(meta, nd)
+  labels = segment(model, params, images, window=window, overlap=args.overlap,
+                   batch_size=args.batch_size, mirror=args.mirror).astype(np.uint8)
+  if nd == 3 or len(geometry.size) == 2:
     labels = labels[0]
   data_lib.write_image(args.output, labels, geometry)
-  summary = {"output": args.output, "shape": list(labels.shape), "slices": int(len(slices)),
+  summary = {"output": args.output, "shape": list(labels.shape),
+             "slices" if nd == 2 else "volumes": int(len(images)), "window": list(window),
+             "overlap": args.overlap, "mirror": args.mirror,
              "foreground_pixels": int((labels > 0).sum()), "model": config.model, "epoch": int(meta["epoch"])}
   if args.json:
     print(json.dumps(summary))
   else:
-    print(f"wrote {args.output}: {summary['shape']} labels, {summary['foreground_pixels']} foreground pixels")
+    print(f"wrote {args.output}: {summary['shape']} labels, {summary['foreground_pixels']} foreground "
+          f"pixels ({'x'.join(map(str, window))} windows, overlap {args.overlap})")
   return 0

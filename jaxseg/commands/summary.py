@@ -5,15 +5,15 @@ from jaxseg.registry import CONV_IMPLS, DEFAULT_CONV_IMPL
 HELP = "print a model's layers, output shapes and parameter counts (Keras-style summary)"
 
 # Input sizes shown by default: the lab's 256x256 slices, the U-Net paper's
-# 572x572 tile, and a small cube for the 3-D U-Net.
-_DEFAULT_SIZE = {"unet": 572, "unet3d": 64}
+# 572x572 tile, a 64^3 cube for the CPU's 3-D U-Net and nnU-Net's 128^3 patch.
+_DEFAULT_SIZE = {"unet": 572, "unet3d_small": 64, "unet3d": 128}
 
 
 def add_arguments(parser):
   parser.add_argument("--model", default="fcn", help="model name (default: fcn)")
   parser.add_argument("--image-size", type=int, default=None,
-                      help="input height = width (and depth for unet3d); default 256 "
-                           "(unet: 572, unet3d: 64)")
+                      help="input height = width (and depth for 3-D models); default 256 "
+                           "(unet: 572, unet3d_small: 64, unet3d: 128)")
   parser.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
   parser.add_argument("--num-classes", type=int, default=2, help="output classes (default: 2)")
   parser.add_argument("--conv-impl", default=DEFAULT_CONV_IMPL, choices=CONV_IMPLS,
@@ -38,8 +38,13 @@ def run(args):
     raise ConfigError(f"--image-size must be >= 1, got {size}")
   kw = {"image_size": size} if args.model == "dense" else {}
   model = models.create(args.model, num_classes=args.num_classes,
+<<<<<<< HEAD
                         in_channels=args.in_channels, conv_impl=args.conv_impl, **kw)
   spatial = (size,) * (3 if args.model == "unet3d" else 2)
+=======
+                        in_channels=args.in_channels, **kw)
+  spatial = (size,) * models.spatial_dims(args.model)
+>>>>>>> issue18
   input_shape = (1,) + spatial + (args.in_channels,)
   if args.json:
     rows = layer_rows(model, input_shape, platform=args.platform)

@@ -14,7 +14,7 @@ HELP = "train a segmentation model (default: the lab's FCN on synthetic cardiac 
 
 # flag -> TrainConfig field; defaults live in TrainConfig (None here means "not given").
 _FLAGS = {
-    "model": ("--model", str, "model name (fcn, fcn_deep, cnn3, dense, unet_small, unet, unet3d)"),
+    "model": ("--model", str, "model name (fcn, fcn_deep, cnn3, dense, unet_small, unet; 3-D: unet3d_small, unet3d)"),
     "data": ("--data", str, "data spec: synthetic[:TRAIN,VAL[,SIZE]], sunnybrook:PATH, acdc:PATH, atria:PATH, folder:PATH"),
     "val_data": ("--val-data", str, "validation data spec (default: hold out a fraction of the cases)"),
     "val_fraction": ("--val-fraction", float, "fraction of cases held out without --val-data"),

@@ -13,7 +13,10 @@ Models (see each module for the seed it reproduces):
 - ``cnn3``: the three-conv net of the atrial lecture;
 - ``unet_small``: the DSB-2018 starter U-Net;
 - ``unet``: Ronneberger et al. 2015 (``padding="valid"`` by default, or ``"same"``);
-- ``unet3d``: the U-Net on volumes (N, D, H, W, C).
+- ``unet3d_small``: a 3-D U-Net on volumes (N, D, H, W, C) that trains on a CPU;
+- ``unet3d``: nnU-Net's 3-D full-resolution U-Net, for GPUs.
+
+`spatial_dims(name)` says whether a model takes images (2) or volumes (3).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from jaxseg.models.cnn3 import CNN3
 from jaxseg.models.dense import DenseNet
 from jaxseg.models.fcn import FCN
 from jaxseg.models.summary import summarize
-from jaxseg.models.unet import UNet, unet, unet3d, unet_small
+from jaxseg.models.unet import UNet, unet, unet3d, unet3d_small, unet_small
 
 _FACTORIES = {
     "dense": DenseNet,
@@ -35,6 +38,7 @@ _FACTORIES = {
     "cnn3": CNN3,
     "unet_small": unet_small,
     "unet": unet,
+    "unet3d_small": unet3d_small,
     "unet3d": unet3d,
 }
 
@@ -62,7 +66,7 @@ def create(name: str, *, num_classes: int = 2, in_channels: int = 1, conv_impl: 
     raise ConfigError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
   try:
     return _FACTORIES[name](num_classes=num_classes, in_channels=in_channels,
-                            conv_impl=conv_impl, **kw)
+                            conv_impl=conv_impl, **{"model_name": name, **kw})
   except TypeError as e:
     raise ConfigError(f"model {name!r}: bad option ({e})") from None
 
@@ -81,8 +85,17 @@ def size_multiple(name: str, **kw) -> int:
   if name == "cnn3":
     return 1
   if name.startswith("unet"):
-    return 2 ** int(kw.get("depth", 4))
+    return 2 ** int(kw.get("depth", _FACTORIES[name]().depth))
   return 16
 
 
-__all__ = ["MODELS", "create", "size_multiple", "summarize", "DenseNet", "FCN", "CNN3", "UNet"]
+def spatial_dims(name: str, **kw) -> int:
+  """2 for a model of images (N, H, W, C), 3 for a model of volumes (N, D, H, W, C)."""
+  _check_name(name)
+  if name.startswith("unet"):
+    return int(kw.get("spatial_dims", _FACTORIES[name]().spatial_dims))
+  return 2
+
+
+__all__ = ["MODELS", "create", "size_multiple", "spatial_dims", "summarize", "DenseNet", "FCN",
+           "CNN3", "UNet"]

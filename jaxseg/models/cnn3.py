@@ -19,14 +19,19 @@ class CNN3(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
+<<<<<<< HEAD
   conv_impl: str = "auto"
   conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
+=======
+  conv_impl: str = "lax"
+  model_name: str = "cnn3"  # the registry name, for error messages
+>>>>>>> issue18
   features: tuple[int, ...] = (8, 16)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    check_input(x, name="cnn3", in_channels=self.in_channels)
+    check_input(x, name=self.model_name, in_channels=self.in_channels)
     for i, f in enumerate(self.features):
       x = nn.relu(layers.Conv(f, (3, 3), conv_impl=self.conv_impl, conv_policy=self.conv_policy,
                               name=f"conv{i + 1}")(x))

@@ -40,8 +40,13 @@ class DenseNet(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
+<<<<<<< HEAD
   conv_impl: str = "auto"
   conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
+=======
+  conv_impl: str = "lax"
+  model_name: str = "dense"  # the registry name, for error messages
+>>>>>>> issue18
   image_size: int | None = None
   hidden: int = 64
   lab_softmax: bool = True
@@ -49,10 +54,10 @@ class DenseNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    check_input(x, name="dense", in_channels=self.in_channels)
+    check_input(x, name=self.model_name, in_channels=self.in_channels)
     size = (x.shape[1], x.shape[2]) if self.image_size is None else (self.image_size,) * 2
     if tuple(x.shape[1:3]) != size:
-      raise DataError(f"model 'dense' was built for {size[0]}x{size[1]} images "
+      raise DataError(f"model {self.model_name!r} was built for {size[0]}x{size[1]} images "
                       f"(image_size={self.image_size}), got {x.shape[1]}x{x.shape[2]}")
     h = layers.Flatten(name="flatten")(x)
     h = nn.relu(layers.Dense(self.hidden, name="dense")(h))

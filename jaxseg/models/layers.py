@@ -223,6 +223,25 @@ class CenterCropConcat(nn.Module):
     return jnp.concatenate([x, skip], axis=-1)
 
 
+class InstanceNorm(nn.Module):
+  """Instance normalisation (Ulyanov et al. 2016), as nnU-Net's ``InstanceNorm3d(affine=True)``.
+
+  Each example's channel is shifted and scaled to zero mean and unit variance
+  over its spatial axes (biased variance, ``epsilon`` 1e-5), then multiplied
+  by a learned ``scale`` (ones) and shifted by a learned ``bias`` (zeros).
+  """
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    axes = tuple(range(1, x.ndim - 1))
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+    return y * self.param("scale", nn.initializers.ones, (c,)) + self.param("bias", zeros, (c,))
+
+
 # Layers listed by `jaxseg summary`, one row each (containers are not listed).
 SUMMARY_LAYERS = (Conv, ConvTranspose, Dense, MaxPool, Flatten, Reshape, Dropout,
-                  CenterCropConcat)
+                  CenterCropConcat, InstanceNorm)

@@ -64,7 +64,8 @@ def _unet_params(base, depth, cin, classes, k=3, nd=2):
      _conv_params(3, 1, 8) + _conv_params(3, 8, 16) + _conv_params(3, 16, 2), (2, 40, 24, 2)),
     ("unet", (1, 572, 572, 1), {}, _unet_params(64, 4, 1, 2), (1, 388, 388, 2)),
     ("unet", (1, 256, 256, 1), {"padding": "same"}, _unet_params(64, 4, 1, 2), (1, 256, 256, 2)),
-    ("unet3d", (1, 16, 32, 32, 1), {"base": 4}, _unet_params(4, 4, 1, 2, nd=3), (1, 16, 32, 32, 2)),
+    ("unet3d", (1, 16, 32, 32, 1), {"base": 4, "depth": 4, "norm": "none", "max_features": None},
+     _unet_params(4, 4, 1, 2, nd=3), (1, 16, 32, 32, 2)),
 ])
 def test_param_counts_and_output_shapes(name, shape, kw, params, out):
   assert _abstract(name, shape, **kw) == (params, out)
@@ -80,7 +81,8 @@ def test_fcn_takes_any_multiple_of_16_and_dense_its_image_size():
 
 
 def test_size_multiple():
-  assert [models.size_multiple(m) for m in ("fcn", "fcn_deep", "unet_small", "unet", "unet3d")] == [16] * 5
+  assert [models.size_multiple(m) for m in ("fcn", "fcn_deep", "unet_small", "unet")] == [16] * 4
+  assert models.size_multiple("unet3d_small") == 8 and models.size_multiple("unet3d") == 32
   assert models.size_multiple("cnn3") == 1
   assert models.size_multiple("dense") == 1 and models.size_multiple("dense", image_size=32) == 32
   assert models.size_multiple("unet", depth=2) == 4

@@ -40,7 +40,7 @@ def test_dense_rows_and_table_total():
 @pytest.mark.parametrize("name,shape,kw", [
     ("unet_small", (1, 64, 64, 3), {"in_channels": 3, "num_classes": 1}),
     ("unet", (1, 188, 188, 1), {"base": 4}),
-    ("unet3d", (1, 16, 16, 16, 2), {"base": 2, "in_channels": 2}),
+    ("unet3d", (1, 16, 16, 16, 2), {"base": 2, "depth": 2, "in_channels": 2}),
     ("fcn_deep", (1, 64, 64, 1), {}),
 ])
 def test_rows_add_up_to_the_total(name, shape, kw):
