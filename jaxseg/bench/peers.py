@@ -369,10 +369,6 @@ class _Worker:
     return done
 
 
-<<<<<<< HEAD
-def run_interleaved(model: str, *, batch: int, size: int, steps: int = 5, rounds: int = 3,
-                    warmup: int = 1, frameworks=FRAMEWORKS, conv_impl: str = "auto",
-=======
 def size_arg(size) -> str:
   """An input size on a worker's command line: "256" (square) or "32,64,64"."""
   return ",".join(map(str, size)) if isinstance(size, (tuple, list)) else str(size)
@@ -385,8 +381,7 @@ def parse_size(text: str):
 
 
 def run_interleaved(model: str, *, batch: int, size, steps: int = 5, rounds: int = 3,
-                    warmup: int = 1, frameworks=None, conv_impl: str = "lax",
->>>>>>> issue18
+                    warmup: int = 1, frameworks=None, conv_impl: str = "auto",
                     step_kind: str = "product", log=None) -> dict:
   """Median seconds per step of each framework, blocks of `steps` taken in turn; ratios to jaxseg.
 

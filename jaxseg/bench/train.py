@@ -55,13 +55,8 @@ def plain_train_step(model, tx, loss):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-<<<<<<< HEAD
-def prepare_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: int = 256,
-                  conv_impl: str = "auto", in_channels: int = 1, num_classes: int = 2,
-=======
 def prepare_train(model_name: str = "fcn", *, batch_size: int = 8, image_size=256,
-                  conv_impl: str = "lax", in_channels: int = 1, num_classes: int = 2,
->>>>>>> issue18
+                  conv_impl: str = "auto", in_channels: int = 1, num_classes: int = 2,
                   lr: float = 1e-3, seed: int = 0, step_kind: str = "product", model_kw=None):
   """Build, compile and return ``(step_once, info)``; ``step_once()`` runs one step to completion.
 
@@ -138,13 +133,8 @@ def time_steps(step_once, steps: int) -> list[float]:
   return times
 
 
-<<<<<<< HEAD
-def bench_train(model_name: str = "fcn", *, batch_size: int = 8, image_size: int = 256,
-                conv_impl: str = "auto", steps: int = 5, warmup: int = 1, **kw) -> dict:
-=======
 def bench_train(model_name: str = "fcn", *, batch_size: int = 8, image_size=256,
-                conv_impl: str = "lax", steps: int = 5, warmup: int = 1, **kw) -> dict:
->>>>>>> issue18
+                conv_impl: str = "auto", steps: int = 5, warmup: int = 1, **kw) -> dict:
   """Median seconds per train step (``step_seconds``) and what goes with it."""
   rss0 = max_rss_mb()
   step_once, info = prepare_train(model_name, batch_size=batch_size, image_size=image_size,

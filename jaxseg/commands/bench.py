@@ -26,12 +26,9 @@ def add_arguments(parser):
   parser.add_argument("--batch-size", type=int, default=None,
                       help="batch size (default 8; 3-D models: 2)")
   parser.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
-<<<<<<< HEAD
-  from jaxseg.registry import CONV_IMPLS
-=======
   parser.add_argument("--patch-size", type=_ints, default=None, metavar="D,H,W",
                       help="train, 3-D models: the input volume (default 32,64,64)")
->>>>>>> issue18
+  from jaxseg.registry import CONV_IMPLS
   parser.add_argument("--impls", type=_csv, default=None,
                       help=f"comma-separated conv impls, of {', '.join(CONV_IMPLS)} "
                            "(conv: default all; the auto row names each layer's route; "

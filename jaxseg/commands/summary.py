@@ -38,13 +38,8 @@ def run(args):
     raise ConfigError(f"--image-size must be >= 1, got {size}")
   kw = {"image_size": size} if args.model == "dense" else {}
   model = models.create(args.model, num_classes=args.num_classes,
-<<<<<<< HEAD
                         in_channels=args.in_channels, conv_impl=args.conv_impl, **kw)
-  spatial = (size,) * (3 if args.model == "unet3d" else 2)
-=======
-                        in_channels=args.in_channels, **kw)
   spatial = (size,) * models.spatial_dims(args.model)
->>>>>>> issue18
   input_shape = (1,) + spatial + (args.in_channels,)
   if args.json:
     rows = layer_rows(model, input_shape, platform=args.platform)

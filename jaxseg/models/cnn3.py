@@ -19,13 +19,9 @@ class CNN3(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
-<<<<<<< HEAD
   conv_impl: str = "auto"
   conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
-=======
-  conv_impl: str = "lax"
   model_name: str = "cnn3"  # the registry name, for error messages
->>>>>>> issue18
   features: tuple[int, ...] = (8, 16)
 
   @nn.compact

@@ -40,13 +40,9 @@ class DenseNet(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
-<<<<<<< HEAD
   conv_impl: str = "auto"
   conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
-=======
-  conv_impl: str = "lax"
   model_name: str = "dense"  # the registry name, for error messages
->>>>>>> issue18
   image_size: int | None = None
   hidden: int = 64
   lab_softmax: bool = True

@@ -34,27 +34,17 @@ class FCN(nn.Module):
   """
   num_classes: int = 2
   in_channels: int = 1
-<<<<<<< HEAD
   conv_impl: str = "auto"
   conv_policy: Any = None  # a jaxseg.ops.ConvPolicy for conv_impl="auto" (None: the default)
-=======
-  conv_impl: str = "lax"
   model_name: str = "fcn"  # the registry name, for error messages
->>>>>>> issue18
   extra_convs: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-<<<<<<< HEAD
-    check_input(x, name="fcn", in_channels=self.in_channels, multiple=16)
+    check_input(x, name=self.model_name, in_channels=self.in_channels, multiple=16)
     conv = lambda f, k, s, name: layers.Conv(f, (k, k), strides=s, padding="SAME", conv_impl=self.conv_impl,
                                              conv_policy=self.conv_policy, name=name)
-=======
-    check_input(x, name=self.model_name, in_channels=self.in_channels, multiple=16)
-    conv = lambda f, k, s, name: layers.Conv(f, (k, k), strides=s, padding="SAME",
-                                             conv_impl=self.conv_impl, name=name)
->>>>>>> issue18
     x = nn.relu(conv(100, 5, 2, "Conv1")(x))
     x = layers.MaxPool(2, 2, "SAME", conv_impl=self.conv_impl, name="max_pooling2d")(x)
     x = nn.relu(conv(200, 5, 2, "conv2d")(x))
