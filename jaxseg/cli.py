@@ -4,6 +4,7 @@ Each subcommand lives in `jaxseg/commands/<name>.py` and exposes
 ``HELP: str``, ``add_arguments(parser)`` and ``run(args) -> int | None``.
 Only the chosen subcommand's module is imported (and it imports JAX inside
 ``run``), so that ``jaxseg --help`` and ``jaxseg <cmd> --help`` stay fast.
+Other modules there (``explain_output``) are helpers a command imports in ``run``.
 """
 
 from __future__ import annotations

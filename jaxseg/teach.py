@@ -1,4 +1,4 @@
-"""Convolution as a sparse matrix, for teaching (the library side of `jaxseg explain`).
+"""Convolution as a sparse matrix, for teaching: the numbers behind `jaxseg explain`.
 
 A 2-D convolution of one image is linear in the image, so with the image
 flattened to a vector x (row-major over space, then channel) it is a matrix
@@ -10,19 +10,19 @@ output pixel) times the kernel reshaped to a column.
 
 Everything here calls the project's own ops (``jaxseg.ops.conv``,
 ``conv_transpose``, ``conv_matrix``); the code of its own is the patch
-gather of the im2col view (written out so it can be shown), the geometry it
-prints, the parsing of flags, the printing and the figures.
+gather of the im2col view (written out so it can be shown) and the geometry.
+This module computes and returns arrays; the command's flags, its text and
+its figures are in `jaxseg.commands.explain` and `jaxseg.commands.explain_output`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import numpy as np
 
-from jaxseg.errors import UserError
+from jaxseg.errors import ConfigError, UserError
 
 # The worked example of the 000_* lecture: 5x5 input, 3x3 filter, VALID gives
 # a 3x3 output (cross-correlation, as in every deep learning library).
@@ -44,9 +44,14 @@ KERNELS = {
     "smooth": np.array([[1, 2, 1]], np.float32) / 4,
     "diff": np.array([[1, 0, -1]], np.float32),
 }
+# Named inputs (`named_input`): the 000_* image, 1, 2, 3, ... and small random integers.
 INPUTS = ("seed", "ramp", "random")
-# explain builds W densely (to print and draw it); this bounds its memory (16 MB).
+# `explain` builds W densely (to print and draw it); this bounds its memory (16 MB).
 MAX_DENSE_ENTRIES = 4_000_000
+
+
+def _pair(v) -> tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,95 +76,37 @@ class Example:
   def out_hw(self) -> tuple[int, int]:
     return output_hw(self.x.shape[1:3], self.w.shape[:2], self.stride, self.pads, self.dilation)
 
-
-# ---------------------------------------------------------------- parsing
-
-def _parse_numbers(text: str, flag: str) -> np.ndarray:
-  """'1,0,-1;2,0,-2' -> 2-D float array (rows split by ';', entries by ',')."""
-  rows = [r for r in text.replace(" ", "").split(";") if r != ""]
-  try:
-    values = [[float(v) for v in r.split(",")] for r in rows]
-  except ValueError:
-    raise UserError(f"{flag} {text!r}: not a name or a literal like '1,0,-1;2,0,-2'") from None
-  if not values or len({len(r) for r in values}) != 1:
-    raise UserError(f"{flag} {text!r}: rows must be non-empty and of equal length")
-  a = np.array(values, np.float32)
-  if not np.all(np.isfinite(a)):
-    raise UserError(f"{flag} {text!r}: entries must be finite numbers")
-  return a
+  @property
+  def dense_entries(self) -> int:
+    """Entries of the dense W: (output pixels * Cout) x (input pixels * Cin)."""
+    oh, ow = self.out_hw
+    return oh * ow * self.w.shape[-1] * self.x.size
 
 
-def parse_kernel(spec: str, *, seed: int = 0) -> np.ndarray:
-  """A named kernel, 'random' (integers in [-2, 2]) or a literal 'a,b;c,d'."""
-  if spec in KERNELS:
-    return KERNELS[spec].copy()
-  if spec == "random":
-    return np.random.default_rng(seed + 1).integers(-2, 3, (3, 3)).astype(np.float32)
-  if not any(c.isdigit() for c in spec):
-    names = ", ".join(list(KERNELS) + ["random"])
-    raise UserError(f"--kernel {spec!r}: unknown name (known: {names}) and not a literal like '1,0,-1;2,0,-2'")
-  return _parse_numbers(spec, "--kernel")
+# ---------------------------------------------------------------- building examples
+
+def random_kernel(seed: int = 0) -> np.ndarray:
+  """A 3x3 kernel of integers in [-2, 2] (from ``seed + 1``, so it differs from the random input)."""
+  return np.random.default_rng(seed + 1).integers(-2, 3, (3, 3)).astype(np.float32)
 
 
-def parse_ints(text: str | None, flag: str, *, n: int = 2, minimum: int = 1) -> tuple[int, ...] | None:
-  """'3' -> (3, 3); '3,4' -> (3, 4); checks the lower bound."""
-  if text is None:
-    return None
-  try:
-    vals = tuple(int(v) for v in str(text).split(","))
-  except ValueError:
-    raise UserError(f"{flag} {text!r}: expected an integer or {n} integers separated by ','") from None
-  if len(vals) == 1:
-    vals = vals * n
-  if len(vals) != n:
-    raise UserError(f"{flag} {text!r}: expected 1 or {n} integers, got {len(vals)}")
-  if min(vals) < minimum:
-    raise UserError(f"{flag} {text!r}: values must be >= {minimum}")
-  return vals
+def named_input(name: str, hw: tuple[int, int] | None = None, channels: int = 1, *, seed: int = 0) -> np.ndarray:
+  """The input image (1, H, W, C) called `name` (one of INPUTS), default 5x5.
 
-
-def parse_padding(text: str):
-  """'SAME', 'VALID', 'P' (all sides), 'PH,PW' or 'TOP,BOTTOM,LEFT,RIGHT'."""
-  up = text.strip().upper()
-  if up in ("SAME", "VALID"):
-    return up
-  try:
-    vals = [int(v) for v in text.split(",")]
-  except ValueError:
-    raise UserError(f"--padding {text!r}: expected SAME, VALID, P, PH,PW or T,B,L,R") from None
-  if min(vals) < 0:
-    raise UserError(f"--padding {text!r}: padding must be >= 0")
-  if len(vals) == 1:
-    return ((vals[0], vals[0]), (vals[0], vals[0]))
-  if len(vals) == 2:
-    return ((vals[0], vals[0]), (vals[1], vals[1]))
-  if len(vals) == 4:
-    return ((vals[0], vals[1]), (vals[2], vals[3]))
-  raise UserError(f"--padding {text!r}: expected 1, 2 or 4 integers")
-
-
-def make_input(spec: str, size: tuple[int, int] | None, channels: int, *, seed: int = 0) -> np.ndarray:
-  """The input image (1, H, W, C): 'seed' (000_* 5x5), 'ramp' (1, 2, 3, ...), 'random' or a literal."""
-  if spec == "seed":
-    if size not in (None, (5, 5)) or channels != 1:
-      raise UserError("--input seed is the 5x5 one-channel image of the worked example; "
-                      "use --input random or ramp for other sizes/channels")
+  "seed" is the 5x5 one-channel image of the 000_* example; "ramp" holds
+  1, 2, 3, ... (row-major over space, then channel); "random" integers in
+  [-2, 2] from `seed`.
+  """
+  if name == "seed":
+    if hw not in (None, (5, 5)) or channels != 1:
+      raise ConfigError("the seed input is the 5x5 one-channel image of the worked example")
     return SEED_INPUT[None, :, :, None].copy()
-  if spec in ("ramp", "random"):
-    h, w = size or (5, 5)
-    if spec == "ramp":
-      x = np.arange(1, h * w * channels + 1, dtype=np.float32).reshape(h, w, channels)
-    else:
-      x = np.random.default_rng(seed).integers(-2, 3, (h, w, channels)).astype(np.float32)
-    return x[None]
-  if not any(c.isdigit() for c in spec):
-    raise UserError(f"--input {spec!r}: unknown name (known: {', '.join(INPUTS)}) and not a literal like '1,2;3,4'")
-  x = _parse_numbers(spec, "--input")
-  if size is not None and tuple(size) != x.shape:
-    raise UserError(f"--input: the literal is {x.shape[0]}x{x.shape[1]} but --size asks for {size[0]}x{size[1]}")
-  if channels != 1:
-    raise UserError("--input: a literal input has one channel; use --in-channels 1")
-  return x[None, :, :, None]
+  h, w = hw or (5, 5)
+  if name == "ramp":
+    return np.arange(1, h * w * channels + 1, dtype=np.float32).reshape(1, h, w, channels)
+  if name == "random":
+    return np.random.default_rng(seed).integers(-2, 3, (h, w, channels)).astype(np.float32)[None]
+  raise ConfigError(f"unknown input {name!r} (known: {', '.join(INPUTS)})")
 
 
 def make_weights(kernel: np.ndarray, in_channels: int, out_channels: int) -> np.ndarray:
@@ -167,6 +114,36 @@ def make_weights(kernel: np.ndarray, in_channels: int, out_channels: int) -> np.
   so every block of W is a different multiple of the same pattern."""
   scale = 1 + np.arange(in_channels)[:, None] * out_channels + np.arange(out_channels)[None, :]
   return (kernel[:, :, None, None] * scale[None, None]).astype(np.float32)
+
+
+def make_example(x: np.ndarray, kernel: np.ndarray, *, out_channels: int = 1, stride=1,
+                 padding="VALID", dilation=1) -> Example:
+  """The Example of image x (1, H, W, Cin) and a 2-D kernel (kh, kw), spread over the channel
+  pairs by `make_weights`. stride, dilation: int or pair; padding: "SAME", "VALID" or
+  ((top, bottom), (left, right))."""
+  x = np.asarray(x, np.float32)
+  kernel = np.asarray(kernel, np.float32)
+  if x.ndim != 4 or x.shape[0] != 1 or kernel.ndim != 2:
+    raise ConfigError(f"make_example needs x (1, H, W, C) and a 2-D kernel, got {x.shape} and {kernel.shape}")
+  padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+  return Example(x=x, w=make_weights(kernel, x.shape[-1], out_channels), stride=_pair(stride),
+                 padding=padding, dilation=_pair(dilation))
+
+
+def seed_example() -> Example:
+  """The 000_* lecture's worked example: the 5x5 seed input, the 3x3 seed kernel, VALID."""
+  return make_example(named_input("seed"), SEED_KERNEL)
+
+
+def check_example(ex: Example) -> None:
+  """ConfigError if the output is empty or W has more than MAX_DENSE_ENTRIES entries."""
+  oh, ow = ex.out_hw
+  if oh < 1 or ow < 1:
+    raise ConfigError(f"a {ex.x.shape[1]}x{ex.x.shape[2]} input with this kernel, stride and padding "
+                      f"has an empty output ({oh}x{ow})")
+  if ex.dense_entries > MAX_DENSE_ENTRIES:
+    raise ConfigError(f"W would have {ex.dense_entries:,} entries, more than the {MAX_DENSE_ENTRIES:,} "
+                      "explain builds densely")
 
 
 def resolve_padding(in_hw, k_hw, stride, padding, dilation):
@@ -188,39 +165,6 @@ def resolve_padding(in_hw, k_hw, stride, padding, dilation):
 def output_hw(in_hw, k_hw, stride, pads, dilation) -> tuple[int, int]:
   return tuple((n + lo + hi - ((k - 1) * d + 1)) // s + 1
                for n, k, s, (lo, hi), d in zip(in_hw, k_hw, stride, pads, dilation))
-
-
-def build_example(*, size=None, kernel="seed", input=None, stride="1", padding="VALID",
-                  dilation="1", in_channels=1, out_channels=1, seed=0) -> Example:
-  """Checks the flags of `jaxseg explain` and returns the Example they describe."""
-  if in_channels < 1 or out_channels < 1:
-    raise UserError("--in-channels/--out-channels must be >= 1")
-  size = parse_ints(size, "--size")
-  if input is None:
-    input = "seed" if size in (None, (5, 5)) and in_channels == 1 else "random"
-  k = parse_kernel(kernel, seed=seed)
-  x = make_input(input, size, in_channels, seed=seed)
-  ex = Example(x=x, w=make_weights(k, in_channels, out_channels),
-               stride=parse_ints(stride, "--stride"),
-               padding=parse_padding(padding),
-               dilation=parse_ints(dilation, "--dilation"))
-  oh, ow = ex.out_hw
-  if oh < 1 or ow < 1:
-    kd = [(kk - 1) * d + 1 for kk, d in zip(k.shape, ex.dilation)]
-    raise UserError(f"--size {x.shape[1]}x{x.shape[2]} with a {kd[0]}x{kd[1]} (dilated) kernel and "
-                    f"padding {padding}: the output would be empty ({oh}x{ow})")
-  n_entries = oh * ow * ex.w.shape[-1] * x.size
-  if n_entries > MAX_DENSE_ENTRIES:
-    raise UserError(f"--size {x.shape[1]}x{x.shape[2]}: W would have {n_entries:,} entries, more than "
-                    f"the {MAX_DENSE_ENTRIES:,} explain draws densely; use a smaller size or fewer channels")
-  return ex
-
-
-def ensure_dir(path: str) -> None:
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"--out {path}: cannot create the directory ({e.strerror})") from None
 
 
 # ---------------------------------------------------------------- the views
@@ -302,8 +246,18 @@ def _conv_views(x, w, y, *, kw, output_padding, transpose):
 
 
 def explain(ex: Example) -> dict:
-  """Computes every view of the example; all arrays are NumPy."""
+  """Every view of the example, as NumPy arrays.
+
+  Keys: x_vec (x flattened), W and structure (`conv_matrix_dense`), y_matrix
+  (W x as (oh, ow, Cout)), y_direct and y_lax (`ops.conv`), wty (W^T y as x's
+  shape), conv_transpose (`ops.conv_transpose` of y; None when no
+  output_padding reaches x's size), vjp (the conv's input gradient at y),
+  patches and kmat (`im2col_patches`, the kernel as (kh*kw*Cin, Cout)),
+  im2col (their product as y's shape) and output_padding
+  (`transpose_output_padding`). ConfigError for what `check_example` rejects.
+  """
   import jax.numpy as jnp
+  check_example(ex)
   oh, ow = ex.out_hw
   cout = ex.w.shape[-1]
   x_vec = ex.x[0].reshape(-1)
@@ -333,261 +287,9 @@ def explain(ex: Example) -> dict:
               output_padding=output_padding)
 
 
-# ---------------------------------------------------------------- printing
-
-def _is_int(a: np.ndarray) -> bool:
-  return bool(np.all(np.abs(a - np.round(a)) < 1e-4))
-
-
-def fmt_values(a: np.ndarray) -> list[str]:
-  """Strings for every entry: integers if all entries are, else up to 4 decimals, trimmed."""
-  a = np.asarray(a, np.float64).reshape(-1)
-  if _is_int(a):
-    return [str(int(v)) for v in np.round(a)]
-  out = []
-  for v in a:
-    s = f"{v:.4f}".rstrip("0").rstrip(".")
-    out.append("0" if s in ("-0", "") else s)
-  return out
-
-
-def format_matrix(M: np.ndarray, *, structure: np.ndarray | None = None,
-                  row_labels=None, group: int | None = None) -> list[str]:
-  """Lines of a dense print; '.' where structure is False; '|' every `group` columns."""
-  M = np.asarray(M)
-  if M.ndim == 1:
-    M = M[None]
-  cells = np.array(fmt_values(M), dtype=object).reshape(M.shape)
-  if structure is not None:
-    cells[~structure] = "."
-  width = max(len(c) for c in cells.reshape(-1))
-  lab_w = max((len(r) for r in row_labels), default=0) if row_labels else 0
-  lines = []
-  for i, row in enumerate(cells):
-    parts = []
-    for j, c in enumerate(row):
-      if group and j and j % group == 0:
-        parts.append("|")
-      parts.append(c.rjust(width))
-    prefix = (row_labels[i].ljust(lab_w) + "  ") if row_labels else ""
-    lines.append(prefix + " ".join(parts))
-  return lines
-
-
-def side_by_side(blocks: list[tuple[str, list[str]]], gap: int = 4) -> list[str]:
-  """[(title, lines), ...] -> lines with the blocks next to each other."""
-  widths = [max([len(t)] + [len(l) for l in ls]) for t, ls in blocks]
-  height = max(len(ls) for _, ls in blocks)
-  sep = " " * gap
-  out = [sep.join(t.ljust(w) for (t, _), w in zip(blocks, widths)).rstrip()]
-  for i in range(height):
-    out.append(sep.join((ls[i] if i < len(ls) else "").ljust(w)
-                        for (_, ls), w in zip(blocks, widths)).rstrip())
-  return out
-
-
-def _maps(a: np.ndarray) -> list[str]:
-  """(h, w, c) -> lines, the channels one under another."""
-  lines = []
-  for c in range(a.shape[-1]):
-    if a.shape[-1] > 1:
-      lines.append(f"[channel {c}]")
-    lines += format_matrix(a[..., c])
-  return lines
-
-
-def _max_diff(a, b) -> float:
-  return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-
-
-DENSE_LIMIT = 64     # rows and columns of W printed in full
-
-
-def report(ex: Example, r: dict) -> str:
-  """The text `jaxseg explain` prints."""
-  h, w, cin = ex.x.shape[1:]
-  kh, kw, _, cout = ex.w.shape
-  oh, ow = ex.out_hw
-  W, structure = r["W"], r["structure"]
-  nnz = int(structure.sum())
-  L = []
-  L.append(f"Convolution of a {h}x{w}x{cin} input with a {kh}x{kw}x{cin}x{cout} kernel, "
-           f"stride {ex.stride}, padding {ex.padding} (= {ex.pads}), dilation {ex.dilation}"
-           f" -> {oh}x{ow}x{cout} output.")
-  L.append("Cross-correlation, as in lax.conv and every deep learning library (no kernel flip).")
-  L.append("")
-  L.append("Kernel w (kh x kw, per input/output channel pair):")
-  for i in range(cin):
-    for o in range(cout):
-      if cin * cout > 1:
-        L.append(f"[in {i} -> out {o}]")
-      L += ["  " + s for s in format_matrix(ex.w[:, :, i, o])]
-  L.append("")
-  L.append(f"Input x flattened to a vector of length {h}*{w}*{cin} = {W.shape[1]} "
-           "(row-major over space, then channel; '|' separates image rows):")
-  L += ["  " + s for s in format_matrix(r["x_vec"], group=w * cin)]
-  L.append("")
-  L.append(f"W = conv_matrix(w, ...): shape {W.shape[0]} x {W.shape[1]} "
-           f"(output pixels*Cout x input pixels*Cin), {nnz} structural non-zeros, "
-           f"density {nnz / W.size:.3f} ({nnz / W.shape[0]:.1f} per row, "
-           f"at most {kh * kw * cin} = kh*kw*Cin).")
-  if max(W.shape) <= DENSE_LIMIT:
-    if cin * cout == 1:
-      L.append("'.' = structural zero (the filter does not reach that pixel); every row is the same "
-               "filter, shifted by the stride:")
-    else:
-      L.append(f"'.' = structural zero; each output pixel has {cout} row{'s' if cout > 1 else ''} (one per output channel), "
-               f"and its taps are blocks of {cin} adjacent columns (the input channels); the rows of "
-               "every output pixel repeat the same pattern, shifted by the stride:")
-    labels = [f"y[{i},{j}{',' + str(c) if cout > 1 else ''}]"
-              for i in range(oh) for j in range(ow) for c in range(cout)]
-    L += ["  " + s for s in format_matrix(W, structure=structure, row_labels=labels, group=w * cin)]
-  else:
-    L.append(f"(W is larger than {DENSE_LIMIT}x{DENSE_LIMIT}: not printed; --out DIR draws its sparsity pattern.)")
-  L.append("")
-  L.append("y = W x, the direct sum and lax.conv (the same numbers):")
-  L += ["  " + s for s in side_by_side([("W @ x", _maps(r["y_matrix"])),
-                                        ("conv(impl='direct')", _maps(r["y_direct"])),
-                                        ("conv(impl='lax')", _maps(r["y_lax"]))])]
-  L.append(f"  max |W x - direct| = {_max_diff(r['y_matrix'], r['y_direct']):.2g}, "
-           f"max |W x - lax| = {_max_diff(r['y_matrix'], r['y_lax']):.2g}")
-  L.append("")
-  L.append(f"W^T y: the transposed convolution maps the {oh}x{ow}x{cout} output back to "
-           f"{h}x{w}x{cin}; it is also the gradient of the conv (the same numbers):")
-  blocks = [("W.T @ y", _maps(r["wty"]))]
-  if r["conv_transpose"] is not None:
-    op = r["output_padding"]
-    blocks.append((f"conv_transpose(y{'' if op is None else f', output_padding={op}'})",
-                   _maps(r["conv_transpose"])))
-  blocks.append(("vjp of conv at y", _maps(r["vjp"])))
-  L += ["  " + s for s in side_by_side(blocks)]
-  if r["conv_transpose"] is not None:
-    L.append(f"  max |W^T y - conv_transpose| = {_max_diff(r['wty'], r['conv_transpose']):.2g}, "
-             f"max |W^T y - vjp| = {_max_diff(r['wty'], r['vjp']):.2g}")
-  else:
-    L.append("  (conv_transpose cannot produce this input size; "
-             f"max |W^T y - vjp| = {_max_diff(r['wty'], r['vjp']):.2g})")
-  L.append("")
-  P, K = r["patches"], r["kmat"]
-  L.append(f"im2col: patch matrix P ({P.shape[0]} output pixels x {P.shape[1]} = kh*kw*Cin taps, "
-           f"zero padding included) times the kernel reshaped to K ({K.shape[0]} x {K.shape[1]}):")
-  if max(P.shape) <= DENSE_LIMIT:
-    prod = r["im2col"].reshape(-1, cout)
-    L += ["  " + s for s in side_by_side([("P", format_matrix(P)), ("K", format_matrix(K)),
-                                          ("P @ K", format_matrix(prod))], gap=3)]
-  else:
-    L.append("  (too large to print; --out DIR draws it)")
-  L.append(f"  P @ K reshaped to {oh}x{ow}x{cout} equals y: max |P K - W x| = "
-           f"{_max_diff(r['im2col'], r['y_matrix']):.2g}")
-  return "\n".join(L)
-
-
-def summary(ex: Example, r: dict) -> dict:
-  """The JSON result of `jaxseg explain --json`."""
-  y = r["y_matrix"]
-  return {"y": (y[..., 0] if y.shape[-1] == 1 else y).tolist(),
-          "y_shape": list(y.shape),
-          "W_shape": list(r["W"].shape),
-          "nnz": int(r["structure"].sum()),
-          "density": float(r["structure"].mean()),
-          "max_abs_diff": {
-              "direct": _max_diff(y, r["y_direct"]), "lax": _max_diff(y, r["y_lax"]),
-              "im2col": _max_diff(y, r["im2col"]), "vjp": _max_diff(r["wty"], r["vjp"]),
-              "conv_transpose": (None if r["conv_transpose"] is None
-                                 else _max_diff(r["wty"], r["conv_transpose"]))}}
-
-
-# ---------------------------------------------------------------- figures
-
-def spy(ax, W, structure, title):
-  """W drawn as an image: white = structural zero, colour = value (0-valued taps in grey)."""
-  import matplotlib.colors as mcolors
-  from matplotlib.ticker import MaxNLocator
-  vmax = float(np.max(np.abs(W))) or 1.0
-  img = np.ma.masked_where(~structure, W)
-  cmap = mcolors.LinearSegmentedColormap.from_list(
-      "bwr_", ["#2166ac", "#e0e0e0", "#b2182b"]).with_extremes(bad="white")
-  ax.imshow(img, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest", aspect="equal")
-  ax.set_title(title, fontsize=9)
-  ax.set_xlabel("input index", fontsize=8)
-  ax.set_ylabel("output index", fontsize=8)
-  ax.tick_params(labelsize=7)
-  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def figures(ex: Example, r: dict, out_dir: str) -> list[str]:
-  """Writes w_sparsity.png, im2col.png and shapes.png into out_dir; returns their paths."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from matplotlib import patheffects
-  ensure_dir(out_dir)
-  paths = []
-
-  W, S = r["W"], r["structure"]
-  fig, ax = plt.subplots(figsize=(6, 6 * min(max(W.shape[0] / W.shape[1], 0.3), 2)))
-  spy(ax, W, S, f"W: {W.shape[0]}x{W.shape[1]}, nnz {int(S.sum())}, density {S.mean():.3f}")
-  paths.append(os.path.join(out_dir, "w_sparsity.png"))
-  fig.tight_layout()
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
-
-  P, K = r["patches"], r["kmat"]
-  prod = r["im2col"].reshape(-1, K.shape[1])
-  fig, axes = plt.subplots(1, 3, figsize=(9, 5), gridspec_kw={"width_ratios": [P.shape[1], K.shape[1] * 2, K.shape[1] * 2]})
-  for ax, m, t in zip(axes, (P, K, prod), (f"patches P {P.shape[0]}x{P.shape[1]}",
-                                          f"K {K.shape[0]}x{K.shape[1]}", f"P @ K {prod.shape[0]}x{prod.shape[1]}")):
-    ax.imshow(m, cmap="viridis", interpolation="nearest", aspect="auto")
-    if m.size <= 400:
-      for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, fmt_values(np.array([v]))[0], ha="center", va="center", fontsize=7, color="w",
-                path_effects=[patheffects.withStroke(linewidth=1.5, foreground="k")])
-    ax.set_title(t, fontsize=9)
-    ax.tick_params(labelsize=7)
-  paths.append(os.path.join(out_dir, "im2col.png"))
-  fig.tight_layout()
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
-
-  paths.append(os.path.join(out_dir, "shapes.png"))
-  shapes_figure(ex, paths[-1])
-  return paths
-
-
-def shapes_figure(ex: Example, path: str, strides=(1, 2, 3), paddings=("VALID", "SAME")) -> None:
-  """A grid of W's sparsity pattern: rows = padding, columns = stride."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  # Shared axes: every W is drawn at the same scale, so its shape is seen.
-  fig, axes = plt.subplots(len(paddings), len(strides), figsize=(3.2 * len(strides), 3.4 * len(paddings)),
-                           squeeze=False, sharex=True, sharey=True)
-  configs = {(pad, s): dataclasses.replace(ex, padding=pad, stride=(s, s))
-             for pad in paddings for s in strides}
-  configs = {key: e for key, e in configs.items() if min(e.out_hw) >= 1}
-  mats = _dense_matrices(ex.w, ex.x.shape[1:], tuple((e.stride, e.padding) for e in configs.values()),
-                         ex.dilation)
-  mats = dict(zip(configs, mats))
-  max_rows = max(W.shape[0] for W, _ in mats.values())
-  for i, pad in enumerate(paddings):
-    for j, s in enumerate(strides):
-      ax = axes[i, j]
-      if (pad, s) not in mats:
-        ax.set_axis_off()
-        ax.set_title(f"{pad}, stride {s}: empty output", fontsize=9)
-        continue
-      W, S = mats[(pad, s)]
-      spy(ax, W, S, f"{pad}, stride {s}: W {W.shape[0]}x{W.shape[1]}")
-  axes[0, 0].set_xlim(-0.5, ex.x.size - 0.5)
-  axes[0, 0].set_ylim(max_rows - 0.5, -0.5)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-
-
-def _dense_matrices(w, input_shape, configs, dilation):
-  """Dense W and structure for several (stride, padding) configs, compiled together."""
+def conv_matrices_dense(w, input_shape, configs, dilation) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Dense W and its structure (as `conv_matrix_dense`) of kernel w on an input of
+  input_shape (H, W, Cin) for each (stride, padding) of `configs`, compiled together."""
   import jax
   import jax.numpy as jnp
   from jaxseg import ops

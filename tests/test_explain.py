@@ -1,4 +1,8 @@
-"""`jaxseg explain` against the 000_* worked example and hand-built matrices."""
+"""`jaxseg explain` against the 000_* worked example and hand-built matrices.
+
+`jaxseg.teach` computes (tested with values), `jaxseg.commands.explain`
+checks the flags and `explain_output` prints and draws (tested through the command).
+"""
 
 import json
 import subprocess
@@ -9,6 +13,8 @@ import numpy as np
 import pytest
 
 from jaxseg import cli, teach
+from jaxseg.commands import explain as explain_cmd
+from jaxseg.errors import ConfigError
 
 # Hand-copied from the 000_* lecture: input, filter and the 3x3 VALID output.
 SEED_X = np.array([[0, 1, 0, 2, 2],
@@ -101,7 +107,7 @@ def test_w_shape_for_stride_padding_flags(capsys, flags, shape):
          kernel="sobel_x"),
 ])
 def test_transpose_equals_conv_transpose_equals_vjp(kw):
-  ex = teach.build_example(**kw)
+  ex = explain_cmd.example_from_flags(**kw)
   r = teach.explain(ex)
   W_ref = _loop_matrix(ex.x.shape[1:3], ex.w, ex.stride, ex.pads, ex.dilation)
   chex.assert_trees_all_close(r["W"], W_ref, atol=1e-6)
@@ -116,7 +122,7 @@ def test_transpose_equals_conv_transpose_equals_vjp(kw):
 
 
 def test_im2col_patch_rows_are_the_neighbourhoods():
-  r = teach.explain(teach.build_example())
+  r = teach.explain(teach.seed_example())
   assert r["patches"].shape == (9, 9)
   np.testing.assert_array_equal(r["patches"][0], SEED_X[:3, :3].reshape(-1))
   np.testing.assert_array_equal(r["patches"][5], SEED_X[1:4, 2:5].reshape(-1))
@@ -124,12 +130,39 @@ def test_im2col_patch_rows_are_the_neighbourhoods():
 
 
 def test_named_and_literal_kernels():
-  np.testing.assert_array_equal(teach.parse_kernel("sobel_x"), [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
-  np.testing.assert_array_equal(teach.parse_kernel("smooth"), [[0.25, 0.5, 0.25]])
-  np.testing.assert_array_equal(teach.parse_kernel("1,0,-1;2,0,-2"), [[1, 0, -1], [2, 0, -2]])
-  # The 002_* example: the 3x3 ramp image and the y Sobel filter give -24 in the centre.
-  r = teach.explain(teach.build_example(size="3", input="ramp", kernel="sobel_y", padding="VALID"))
+  np.testing.assert_array_equal(explain_cmd.parse_kernel("sobel_x"), [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+  np.testing.assert_array_equal(explain_cmd.parse_kernel("smooth"), [[0.25, 0.5, 0.25]])
+  np.testing.assert_array_equal(explain_cmd.parse_kernel("1,0,-1;2,0,-2"), [[1, 0, -1], [2, 0, -2]])
+  # The 002_* example: the 3x3 ramp image and the y Sobel filter give -24 in the centre,
+  # from the flags and from the values.
+  r = teach.explain(explain_cmd.example_from_flags(size="3", input="ramp", kernel="sobel_y", padding="VALID"))
   assert r["y_matrix"].reshape(-1).tolist() == [-24.0]
+  ramp = teach.named_input("ramp", (3, 3))
+  np.testing.assert_array_equal(ramp[0, ..., 0], [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+  r = teach.explain(teach.make_example(ramp, teach.KERNELS["sobel_y"]))
+  assert r["y_matrix"].reshape(-1).tolist() == [-24.0]
+
+
+def test_make_example_from_values():
+  ex = teach.make_example(teach.named_input("ramp", (6, 7), 2), teach.KERNELS["sobel_x"], out_channels=3,
+                          stride=2, padding=((1, 0), (2, 1)), dilation=(1, 2))
+  assert ex.stride == (2, 2) and ex.dilation == (1, 2) and ex.pads == ((1, 0), (2, 1))
+  assert ex.w.shape == (3, 3, 2, 3)
+  # Channel pair (i, o) is the kernel times 1 + i*Cout + o.
+  np.testing.assert_array_equal(ex.w[:, :, 1, 2], 6 * teach.KERNELS["sobel_x"])
+  # (6 + 1 + 0 - 3) // 2 + 1 = 3 rows, (7 + 2 + 1 - 5) // 2 + 1 = 3 columns.
+  assert ex.out_hw == (3, 3) and ex.dense_entries == 3 * 3 * 3 * 6 * 7 * 2
+  assert teach.seed_example().out_hw == (3, 3)
+  np.testing.assert_array_equal(teach.seed_example().x[0, ..., 0], SEED_X)
+
+
+@pytest.mark.parametrize("x,kernel", [
+    (np.zeros((1, 2, 2, 1), np.float32), np.ones((3, 3), np.float32)),         # empty output
+    (np.zeros((1, 200, 200, 1), np.float32), np.ones((3, 3), np.float32)),     # 198^2 x 200^2 > 4e6
+])
+def test_explain_refuses_empty_or_too_large_examples(x, kernel):
+  with pytest.raises(ConfigError):
+    teach.explain(teach.make_example(x, kernel))
 
 
 def test_out_writes_pngs_that_load(tmp_path, capsys):

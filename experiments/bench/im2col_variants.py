@@ -33,12 +33,11 @@ def make_im2col_vjp(stride: int, kernel: tuple[int, int]):
   from jaxseg import ops
 
   def patches(x):
-    import importlib
-    from jaxseg.ops import _common
-    conv_mod = importlib.import_module("jaxseg.ops.conv")  # the module, not ops.conv the function
-    geo = _common.conv_geometry(x.shape, kernel + (x.shape[-1], 1), stride=stride, padding="SAME",
-                                dilation=1, groups=1)
-    return jnp.stack(conv_mod.tap_slices(x, geo), axis=-2)      # (N, Ho, Wo, T, Cin)
+    from jaxseg.ops._common import conv_geometry
+    from jaxseg.ops.xla import tap_slices
+    geo = conv_geometry(x.shape, kernel + (x.shape[-1], 1), stride=stride, padding="SAME",
+                        dilation=1, groups=1)
+    return jnp.stack(tap_slices(x, geo), axis=-2)      # (N, Ho, Wo, T, Cin)
 
   @jax.custom_vjp
   def f(x, w):

@@ -1,16 +1,23 @@
-"""Strided layers of the lab FCN / U-Net, fwd+bwd: ops.conv "lax" (GEMM dW) vs XLA's own gradient, im2col; transposed convs lax / col2im / phase.
+"""Strided layers of the lab FCN / U-Net, fwd+bwd: conv impls lax / auto / im2col; transposed convs lax / col2im / phase / auto.
 
     .venv/bin/python experiments/bench/phase_variants.py --batch-size 8 --rounds 5
 
 Times forward+backward (random cotangent through jax.vjp, so XLA cannot
 simplify the backward away) of each strided layer, every variant in turn in
 each round, and prints medians and the ratio to lax. conv0 needs only dw (its
-input is the data), like in the training step.
+input is the data), like in the training step. Each variant is an impl name
+passed to `ops.conv` / `ops.conv_transpose`: "lax" is plain XLA (its conv and
+its autodiff), "auto" the models' route (`jaxseg.ops.auto`: GEMM weight
+gradients and stride-phase input gradients for strided convs, the stride-phase
+form for transposed convs, on the CPU), "phase" the stride-phase transposed
+conv on XLA's stride-1 conv. The auto route of each layer is printed with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import statistics
 import time
 
@@ -19,8 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import ops
-from jaxseg.ops import phase
-from jaxseg.ops.conv import conv_lax
 from jaxseg.ops._common import conv_geometry, conv_transpose_geometry
 
 
@@ -34,18 +39,23 @@ def layers(b, s):
   ]
 
 
+CONV_VARIANTS = ("lax", "auto", "im2col")
+TRANSPOSE_VARIANTS = ("lax", "col2im", "phase", "auto")
+
+
 def variants(kind):
+  """name -> f(x, w, geo) for each impl of the layer's kind (the first, lax, is the reference)."""
   if kind == "conv":
-    return {
-        "lax": lambda x, w, geo: ops.conv(x, w, stride=geo.stride, padding=list(geo.pads)),
-        "im2col": lambda x, w, geo: ops.conv(x, w, stride=geo.stride, padding=list(geo.pads), impl="im2col"),
-        "lax_xla_grad": lambda x, w, geo: conv_lax(x, w, geo),
-    }
-  return {
-      "lax": lambda y, w, geo: ops.conv_transpose(y, w, stride=geo.stride, padding="SAME"),
-      "col2im": lambda y, w, geo: ops.conv_transpose(y, w, stride=geo.stride, padding="SAME", impl="col2im"),
-      "phase": phase.conv_transpose_phase,
-  }
+    return {impl: functools.partial(_conv, impl=impl) for impl in CONV_VARIANTS}
+  return {impl: functools.partial(_conv_transpose, impl=impl) for impl in TRANSPOSE_VARIANTS}
+
+
+def _conv(x, w, geo, *, impl):
+  return ops.conv(x, w, stride=geo.stride, padding=list(geo.pads), impl=impl)
+
+
+def _conv_transpose(y, w, geo, *, impl):
+  return ops.conv_transpose(y, w, stride=geo.stride, padding="SAME", impl=impl)
 
 
 def main():
@@ -85,7 +95,9 @@ def main():
         r = both(x, w, g); jax.block_until_ready(r); t2 = time.perf_counter()
         times[v][0].append(t1 - t0); times[v][1].append(t2 - t1)
     lax_fb = statistics.median(times["lax"][1])
-    print(f"\n{name}, input {xs}, batch {a.batch_size}")
+    route_of = ops.conv_route if kind == "conv" else ops.conv_transpose_route
+    print(f"\n{name}, input {xs}, batch {a.batch_size}, auto route {route_of(xs, ws, stride=st, padding='SAME')}, "
+          f"load {os.getloadavg()[0]:.2f}")
     print("| variant | fwd ms | fwd+bwd ms | vs lax f+b | max rel err of grads vs lax |")
     print("|---|---|---|---|---|")
     for v, (fwd, both, g) in fns.items():

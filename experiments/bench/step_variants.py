@@ -11,6 +11,8 @@ patched. The variants:
 - plain_step: the bench's bare step (no accuracy/Dice metrics in the step);
 - lax: conv_impl "lax", plain XLA convs and XLA's autodiff everywhere;
 - no_cpu_kernels: `auto` without the C++ kernels (XLA with GEMM gradients and phase transposes);
+- no_cpu_direct: the C++ direct kernels off (few-channel and first layers back on XLA / GEMM
+  gradients), Winograd kept: the layers as they ran before the direct kernels;
 - no_winograd: the Winograd layers as they ran before it (C++ direct / GEMM backward / XLA);
 - winograd_C_P: Winograd for layers with C_in, C_out >= C on at most P^2 output pixels;
 - cpu_direct_upto_C_P: the C++ direct kernels for stride-1 layers with C_in * C_out <= C^2 on at
@@ -50,6 +52,7 @@ def variant(name):
       "plain_step": ("auto", None, "plain"),
       "lax": ("lax", None, "product"),
       "no_cpu_kernels": ("auto", policy(cpu_kernels=False), "product"),
+      "no_cpu_direct": ("auto", policy(direct_max_channel_product=0, direct_max_patch=0), "product"),
       "no_winograd": ("auto", policy(winograd=False), "product"),
       "strided_dx_col2im": ("auto", policy(strided_dx="col2im"), "product"),
       "strided_dx_xla": ("auto", policy(strided_dx="xla"), "product"),

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxseg import models, ops, teach
+from jaxseg.commands import explain_output
 from jaxseg.models import layers, summary
 
 ATOL = 1e-5
@@ -95,7 +96,7 @@ def jitted(fn, *args, **static):
 
 
 def mat(a) -> list[str]:
-  return teach.format_matrix(np.asarray(a))
+  return explain_output.format_matrix(np.asarray(a))
 
 
 # ------------------------------------------------------------------ sections
@@ -107,9 +108,9 @@ def section_four_ways(doc: Doc) -> None:
       "Deep learning libraries compute the cross-correlation (the filter is not flipped), "
       "and so does every step below.")
   doc()
-  ex = teach.build_example()
+  ex = teach.seed_example()
   x, w = ex.x[0], ex.w
-  doc.code(teach.side_by_side([("input x (5x5)", mat(x[..., 0])), ("filter w (3x3)", mat(w[..., 0, 0]))]))
+  doc.code(explain_output.side_by_side([("input x (5x5)", mat(x[..., 0])), ("filter w (3x3)", mat(w[..., 0, 0]))]))
 
   # (a) the direct sum, as loops
   y_loops = conv_loops(x, w, ex.stride, ex.pads)
@@ -136,7 +137,7 @@ def section_four_ways(doc: Doc) -> None:
       f"are fast at. The price is memory: P has {P.size} entries for {x.size} pixels, each pixel copied "
       f"{copies.mean():.2f} times on average ({copies.min()} at a corner, {copies.max()} in the centre). Equal to (a) (max difference {d_b:.1g}; "
       f"`ops.conv(impl='im2col')` {d_b2:.1g}):")
-  doc.code(teach.side_by_side([("P", mat(P)), ("K", mat(K)), ("P @ K", mat(P @ K))], gap=3))
+  doc.code(explain_output.side_by_side([("P", mat(P)), ("K", mat(K)), ("P @ K", mat(P @ K))], gap=3))
 
   # (c) the sparse matrix
   Wm = ops.conv_matrix(jnp.asarray(w), ex.x.shape[1:], padding="VALID")
@@ -153,7 +154,7 @@ def section_four_ways(doc: Doc) -> None:
       f"and only {w.size} distinct values: parameter sharing. '.' marks a structural zero; a printed 0 "
       f"is a filter coefficient that happens to be zero. Equal to (b) "
       f"(max difference {d_c:.1g}; `ops.conv(impl='matrix')` {d_c2:.1g}):")
-  doc.code(teach.format_matrix(Wd, structure=S, group=x.shape[1],
+  doc.code(explain_output.format_matrix(Wd, structure=S, group=x.shape[1],
                                row_labels=[f"y[{i},{j}]" for i in range(3) for j in range(3)]))
 
   # (d) lax.conv
@@ -199,7 +200,7 @@ def section_lecture_matrices(doc: Doc, out: str, plt) -> None:
     k = teach.KERNELS[name]
     ex = teach.Example(x=np.zeros((1, n, n, 1), np.float32), w=k[:, :, None, None], padding="SAME")
     Wd, S = teach.conv_matrix_dense(ex)
-    teach.spy(ax, Wd, S, f"{name} {fmt_kernel(k)}: W {Wd.shape[0]}x{Wd.shape[1]}")
+    explain_output.spy(ax, Wd, S, f"{name} {fmt_kernel(k)}: W {Wd.shape[0]}x{Wd.shape[1]}")
     rows.append((f"`{name}` {fmt_kernel(k)}", f"{Wd.shape[0]} x {Wd.shape[1]}", int(S.sum()),
                  f"{S.mean():.4f}", f"{S.sum() / Wd.shape[0]:.2f}"))
     # A 1x3 filter on a row-major image is tridiagonal in blocks: entries only at |i - j| <= 1.
@@ -235,7 +236,7 @@ def section_lecture_matrices(doc: Doc, out: str, plt) -> None:
 
 
 def fmt_kernel(k) -> str:
-  vals = teach.fmt_values(k)
+  vals = explain_output.fmt_values(k)
   return "[" + ", ".join(vals) + "]"
 
 
@@ -322,7 +323,7 @@ def section_checkerboard(doc: Doc, out: str, plt) -> None:
     at, ph = phase_artifact(t)
     ar, _ = phase_artifact(r)
     rows.append((f"{label}", f"{t.shape[0]}x{t.shape[1]}", f"{at:.3f}", f"{ar:.3f}",
-                 " / ".join(teach.fmt_values(ph))))
+                 " / ".join(explain_output.fmt_values(ph))))
     images[label] = (t, r)
   for label, ws in (("8 random 3x3 in [0, 1)", rand3), ("8 random 4x4 in [0, 1)", rand4)):
     at = [phase_artifact(jitted(ops.conv_transpose, x, jnp.asarray(w), stride=2, padding="SAME")[0, ..., 0])[0]

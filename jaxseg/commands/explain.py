@@ -1,4 +1,12 @@
-"""`jaxseg explain`: convolution as a sparse matrix, y = W x, and the transpose W^T."""
+"""`jaxseg explain`: convolution as a sparse matrix, y = W x, and the transpose W^T.
+
+The flags are checked here; `jaxseg.teach` computes the views and
+`jaxseg.commands.explain_output` prints and draws them.
+"""
+
+from __future__ import annotations
+
+from jaxseg.errors import UserError
 
 HELP = ("show a convolution as a sparse matrix: y = W x next to the direct sum and lax.conv, "
         "W^T y next to conv_transpose and the gradient, and the im2col view")
@@ -40,20 +48,143 @@ def add_arguments(parser):
                       help="print a final JSON line with y, W's shape and nnz")
 
 
+# ---------------------------------------------------------------- flags -> Example
+# The checks below name the flag at fault; `jaxseg.teach` builds and computes
+# the example from the values. NumPy and teach are imported inside the
+# functions, so that `jaxseg explain --help` imports neither.
+
+def _parse_numbers(text: str, flag: str):
+  """'1,0,-1;2,0,-2' -> 2-D float array (rows split by ';', entries by ',')."""
+  import numpy as np
+  rows = [r for r in text.replace(" ", "").split(";") if r != ""]
+  try:
+    values = [[float(v) for v in r.split(",")] for r in rows]
+  except ValueError:
+    raise UserError(f"{flag} {text!r}: not a name or a literal like '1,0,-1;2,0,-2'") from None
+  if not values or len({len(r) for r in values}) != 1:
+    raise UserError(f"{flag} {text!r}: rows must be non-empty and of equal length")
+  a = np.array(values, np.float32)
+  if not np.all(np.isfinite(a)):
+    raise UserError(f"{flag} {text!r}: entries must be finite numbers")
+  return a
+
+
+def parse_kernel(spec: str, *, seed: int = 0):
+  """--kernel: a name of `teach.KERNELS`, 'random' (integers in [-2, 2]) or a literal 'a,b;c,d'."""
+  from jaxseg import teach
+  if spec in teach.KERNELS:
+    return teach.KERNELS[spec].copy()
+  if spec == "random":
+    return teach.random_kernel(seed)
+  if not any(c.isdigit() for c in spec):
+    names = ", ".join(list(teach.KERNELS) + ["random"])
+    raise UserError(f"--kernel {spec!r}: unknown name (known: {names}) and not a literal like '1,0,-1;2,0,-2'")
+  return _parse_numbers(spec, "--kernel")
+
+
+def parse_ints(text: str | None, flag: str, *, n: int = 2, minimum: int = 1) -> tuple[int, ...] | None:
+  """'3' -> (3, 3); '3,4' -> (3, 4); checks the lower bound."""
+  if text is None:
+    return None
+  try:
+    vals = tuple(int(v) for v in str(text).split(","))
+  except ValueError:
+    raise UserError(f"{flag} {text!r}: expected an integer or {n} integers separated by ','") from None
+  if len(vals) == 1:
+    vals = vals * n
+  if len(vals) != n:
+    raise UserError(f"{flag} {text!r}: expected 1 or {n} integers, got {len(vals)}")
+  if min(vals) < minimum:
+    raise UserError(f"{flag} {text!r}: values must be >= {minimum}")
+  return vals
+
+
+def parse_padding(text: str):
+  """--padding: 'SAME', 'VALID', 'P' (all sides), 'PH,PW' or 'TOP,BOTTOM,LEFT,RIGHT'."""
+  up = text.strip().upper()
+  if up in ("SAME", "VALID"):
+    return up
+  try:
+    vals = [int(v) for v in text.split(",")]
+  except ValueError:
+    raise UserError(f"--padding {text!r}: expected SAME, VALID, P, PH,PW or T,B,L,R") from None
+  if min(vals) < 0:
+    raise UserError(f"--padding {text!r}: padding must be >= 0")
+  if len(vals) == 1:
+    return ((vals[0], vals[0]), (vals[0], vals[0]))
+  if len(vals) == 2:
+    return ((vals[0], vals[0]), (vals[1], vals[1]))
+  if len(vals) == 4:
+    return ((vals[0], vals[1]), (vals[2], vals[3]))
+  raise UserError(f"--padding {text!r}: expected 1, 2 or 4 integers")
+
+
+def parse_input(spec: str, size: tuple[int, int] | None, channels: int, *, seed: int = 0):
+  """--input: a name of `teach.INPUTS` ('seed' only at 5x5x1) or a one-channel literal -> (1, H, W, C)."""
+  from jaxseg import teach
+  if spec == "seed" and (size not in (None, (5, 5)) or channels != 1):
+    raise UserError("--input seed is the 5x5 one-channel image of the worked example; "
+                    "use --input random or ramp for other sizes/channels")
+  if spec in teach.INPUTS:
+    return teach.named_input(spec, size, channels, seed=seed)
+  if not any(c.isdigit() for c in spec):
+    raise UserError(f"--input {spec!r}: unknown name (known: {', '.join(teach.INPUTS)}) and not a literal like '1,2;3,4'")
+  x = _parse_numbers(spec, "--input")
+  if size is not None and tuple(size) != x.shape:
+    raise UserError(f"--input: the literal is {x.shape[0]}x{x.shape[1]} but --size asks for {size[0]}x{size[1]}")
+  if channels != 1:
+    raise UserError("--input: a literal input has one channel; use --in-channels 1")
+  return x[None, :, :, None]
+
+
+def example_from_flags(*, size=None, kernel="seed", input=None, stride="1", padding="VALID",
+                       dilation="1", in_channels=1, out_channels=1, seed=0):
+  """Checks the flags of `jaxseg explain` (as strings, like argparse gives them) and returns
+  the `teach.Example` they describe; UserError naming the flag otherwise."""
+  from jaxseg import teach
+  if in_channels < 1 or out_channels < 1:
+    raise UserError("--in-channels/--out-channels must be >= 1")
+  size = parse_ints(size, "--size")
+  if input is None:
+    input = "seed" if size in (None, (5, 5)) and in_channels == 1 else "random"
+  k = parse_kernel(kernel, seed=seed)
+  x = parse_input(input, size, in_channels, seed=seed)
+  ex = teach.make_example(x, k, out_channels=out_channels, stride=parse_ints(stride, "--stride"),
+                          padding=parse_padding(padding), dilation=parse_ints(dilation, "--dilation"))
+  oh, ow = ex.out_hw
+  if oh < 1 or ow < 1:
+    kd = [(kk - 1) * d + 1 for kk, d in zip(k.shape, ex.dilation)]
+    raise UserError(f"--size {x.shape[1]}x{x.shape[2]} with a {kd[0]}x{kd[1]} (dilated) kernel and "
+                    f"padding {padding}: the output would be empty ({oh}x{ow})")
+  if ex.dense_entries > teach.MAX_DENSE_ENTRIES:
+    raise UserError(f"--size {x.shape[1]}x{x.shape[2]}: W would have {ex.dense_entries:,} entries, more than "
+                    f"the {teach.MAX_DENSE_ENTRIES:,} explain draws densely; use a smaller size or fewer channels")
+  return ex
+
+
+def ensure_dir(path: str) -> None:
+  """Creates --out (UserError naming it if that fails)."""
+  import os
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"--out {path}: cannot create the directory ({e.strerror})") from None
+
+
 def run(args):
   import json
   from jaxseg import teach
-  ex = teach.build_example(size=args.size, kernel=args.kernel, input=args.input,
-                           stride=args.stride, padding=args.padding, dilation=args.dilation,
-                           in_channels=args.in_channels, out_channels=args.out_channels,
-                           seed=args.seed)
+  from jaxseg.commands import explain_output
+  ex = example_from_flags(size=args.size, kernel=args.kernel, input=args.input,
+                          stride=args.stride, padding=args.padding, dilation=args.dilation,
+                          in_channels=args.in_channels, out_channels=args.out_channels, seed=args.seed)
   if args.out:
-    teach.ensure_dir(args.out)
+    ensure_dir(args.out)
   results = teach.explain(ex)
-  print(teach.report(ex, results))
+  print(explain_output.report(ex, results))
   if args.out:
-    paths = teach.figures(ex, results, args.out)
+    paths = explain_output.figures(ex, results, args.out)
     print("\nFigures: " + ", ".join(paths))
   if args.json:
-    print(json.dumps(teach.summary(ex, results)))
+    print(json.dumps(explain_output.summary(ex, results)))
   return 0

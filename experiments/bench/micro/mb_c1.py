@@ -3,7 +3,12 @@ from jax import lax
 sys.path.insert(0, __import__('os').path.dirname(__import__('os').path.abspath(__file__)))
 from wino import bench
 from jaxseg.ops._common import conv_geometry
-from jaxseg.ops.conv import conv_lax, tap_slices, conv_im2col, conv_direct
+from jaxseg.ops.conv import conv_im2col, conv_direct
+from jaxseg.ops.xla import conv_lax, tap_slices
+import argparse
+parser = argparse.ArgumentParser()
+parser.add_argument("--batch", type=int, default=8, help="batch size (default 8; 1 for a quick check)")
+B = parser.parse_args().batch
 from jaxseg.ops import conv_grad
 def fma(x, w, geo):
   sl = tap_slices(x, geo)   # each (N, *out, 1)
@@ -11,10 +16,10 @@ def fma(x, w, geo):
   acc = sl[0] * wt[0]
   for t in range(1, len(sl)): acc = acc + sl[t] * wt[t]
   return acc
-for xs, ws, s in [((8,256,256,1),(3,3,1,16),1), ((8,256,256,1),(5,5,1,100),2)]:
+for xs, ws, s in [((B,256,256,1),(3,3,1,16),1), ((B,256,256,1),(5,5,1,100),2)]:
   geo = conv_geometry(xs, ws, stride=s, padding="SAME", dilation=1, groups=1)
   x = jax.random.normal(jax.random.PRNGKey(0), xs); w = jax.random.normal(jax.random.PRNGKey(1), ws)*0.1
-  g = jax.random.normal(jax.random.PRNGKey(2), (8,)+geo.out_shape+(ws[-1],))
+  g = jax.random.normal(jax.random.PRNGKey(2), (B,)+geo.out_shape+(ws[-1],))
   ref = conv_lax(x,w,geo)
   for nm,f in [('xla',conv_lax),('fma',fma),('im2col',conv_im2col)]:
     fj = jax.jit(lambda x,w,f=f: f(x,w,geo))

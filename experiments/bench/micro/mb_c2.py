@@ -3,12 +3,16 @@ from jax import lax
 sys.path.insert(0, __import__('os').path.dirname(__import__('os').path.abspath(__file__)))
 from wino import bench
 from jaxseg.ops._common import conv_geometry
-from jaxseg.ops.conv import conv_lax, tap_slices
+from jaxseg.ops.xla import conv_lax, tap_slices
+import argparse
+parser = argparse.ArgumentParser()
+parser.add_argument("--batch", type=int, default=8, help="batch size (default 8; 1 for a quick check)")
+B = parser.parse_args().batch
 from jaxseg.ops import conv_grad
-xs, ws, s = (8,64,64,100), (5,5,100,200), 2
+xs, ws, s = (B,64,64,100), (5,5,100,200), 2
 geo = conv_geometry(xs, ws, stride=s, padding="SAME", dilation=1, groups=1)
 x = jax.random.normal(jax.random.PRNGKey(0), xs); w = jax.random.normal(jax.random.PRNGKey(1), ws)*0.05
-g = jax.random.normal(jax.random.PRNGKey(2), (8,)+geo.out_shape+(200,))
+g = jax.random.normal(jax.random.PRNGKey(2), (B,)+geo.out_shape+(200,))
 def dx_xla(w,g): return jax.vjp(lambda v: conv_lax(v,w,geo), x)[1](g)[0]
 def dx_col2im(w,g):
   N,H,W,C = xs; Ho,Wo = geo.out_shape; K=ws[-1]; kh,kw = ws[:2]

@@ -3,12 +3,16 @@ from jax import lax
 sys.path.insert(0, __import__('os').path.dirname(__import__('os').path.abspath(__file__)))
 from wino import bench
 from jaxseg.ops._common import conv_geometry
-from jaxseg.ops.conv import conv_lax_tuned
+from jaxseg.ops.auto import conv_auto   # the models' default route (impl="auto")
+import argparse
+parser = argparse.ArgumentParser()
+parser.add_argument("--batch", type=int, default=8, help="batch size (default 8; 1 for a quick check)")
+B = parser.parse_args().batch
 from jaxseg import ops
-N,H,Cin,C,k,s,p = 8,256,1,100,5,2,2
+N,H,Cin,C,k,s,p = B,256,1,100,5,2,2
 def cur(x,w,b):
   geo = conv_geometry(x.shape, w.shape, stride=(s,s), padding="SAME", dilation=1, groups=1)
-  y = jax.nn.relu(conv_lax_tuned(x,w,geo) + b)
+  y = jax.nn.relu(conv_auto(x,w,geo) + b)
   return ops.max_pool(y, (p,p), stride=(p,p), padding="SAME")
 def fused_kernel(w):
   E = k + s*(p-1)
@@ -21,7 +25,7 @@ def fused_s4(x,w,b):
   hi = (P-1)*S + E - H - lo
   wf = fused_kernel(w)
   geo = conv_geometry(x.shape, wf.shape, stride=(S,S), padding=((lo,hi),(lo,hi)), dilation=1, groups=1)
-  z = conv_lax_tuned(x, wf, geo).reshape(N, P, P, p*p, C)
+  z = conv_auto(x, wf, geo).reshape(N, P, P, p*p, C)
   return jax.nn.relu(z.max(3) + b)
 def fused_s2d(x,w,b):
   E = k + s*(p-1); S = s*p
@@ -33,7 +37,7 @@ def fused_s2d(x,w,b):
   wf = jnp.pad(fused_kernel(w), ((0,q*S-E),(0,q*S-E),(0,0),(0,0)))
   wf = wf.reshape(q,S,q,S,Cin,p*p*C).transpose(0,2,1,3,4,5).reshape(q,q,S*S*Cin,p*p*C)
   geo = conv_geometry(xs.shape, wf.shape, stride=(1,1), padding="VALID", dilation=1, groups=1)
-  z = conv_lax_tuned(xs, wf, geo).reshape(N, P, P, p*p, C)
+  z = conv_auto(xs, wf, geo).reshape(N, P, P, p*p, C)
   return jax.nn.relu(z.max(3) + b)
 x = jax.random.normal(jax.random.PRNGKey(0),(N,H,H,Cin)); w = jax.random.normal(jax.random.PRNGKey(1),(k,k,Cin,C))*0.2
 b = jax.random.normal(jax.random.PRNGKey(3),(C,))*0.1

@@ -1,8 +1,8 @@
-"""The C++ direct conv kernels (`jaxseg.ops.cpu_conv`) vs XLA's conv, layer by layer.
+"""The C++ direct conv kernels (`jaxseg.ops.cpu.direct`) vs XLA's conv, layer by layer.
 
 Forward, input gradient and weight gradient separately (random cotangent), the
 U-Net's and the FCN's stride-1 layers at batch 8, 256^2; median of --steps calls,
-the two impls alternated. usage: mb_cpu_conv.py [--steps 7] [--layers enc1b,dec1a]
+the two impls alternated. usage: mb_cpu_conv.py [--steps 7] [--layers enc1b,dec1a] [--batch 8]
 """
 import argparse
 import time
@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxseg.ops import cpu_conv
+from jaxseg.ops.cpu import available
+from jaxseg.ops.cpu import direct
 
 # name: (H, W, Cin, Cout, k), batch 8
 LAYERS = {
@@ -30,7 +31,7 @@ def xla_conv(x, w, stride):
 
 
 def cpu(x, w, stride):
-  return cpu_conv.conv(x, w, stride=stride)
+  return direct.conv(x, w, stride=stride)
 
 
 def fns(conv):
@@ -46,9 +47,9 @@ def main():
   p.add_argument("--layers", default=",".join(LAYERS))
   p.add_argument("--batch", type=int, default=8)
   a = p.parse_args()
-  assert cpu_conv.available(), "kernels not available"
+  assert available(), "kernels not available"
   impls = {"xla": fns(xla_conv), "cpu": fns(cpu)}
-  print("| layer | shape | part | XLA ms | cpu_conv ms | cpu/XLA | cpu GFLOP/s | max rel err |")
+  print("| layer | shape | part | XLA ms | cpu ms | cpu/XLA | cpu GFLOP/s | max rel err |")
   print("|---|---|---|---|---|---|---|---|")
   for name in a.layers.split(","):
     h, w_, ci, co, k, *st = LAYERS[name]

@@ -3,7 +3,11 @@ from jax import lax
 sys.path.insert(0, __import__('os').path.dirname(__import__('os').path.abspath(__file__)))
 from wino import bench
 from jaxseg.ops._common import conv_geometry
-from jaxseg.ops.conv import conv_lax
+from jaxseg.ops.xla import conv_lax
+import argparse
+parser = argparse.ArgumentParser()
+parser.add_argument("--batch", type=int, default=8, help="batch size (default 8; 1 for a quick check)")
+B = parser.parse_args().batch
 from jaxseg.ops import conv_grad
 dn=('NHWC','HWIO','NHWC')
 def mk(xs, ws, s):
@@ -27,7 +31,7 @@ def dw_s2d(x,g,w,geo):
   d = jax.vjp(lambda v: lax.conv_general_dilated(xs, v, (1,1), 'VALID', dimension_numbers=dn), jnp.zeros((qh,qw,4*C,K)))[1](g)[0]
   d = d.reshape(qh,qw,2,2,C,K).transpose(0,2,1,3,4,5).reshape(2*qh,2*qw,C,K)
   return d[:kh,:kw]
-cases = {'conv1': ((8,256,256,1),(5,5,1,100),2), 'conv2': ((8,64,64,100),(5,5,100,200),2)}
+cases = {'conv1': ((B,256,256,1),(5,5,1,100),2), 'conv2': ((B,64,64,100),(5,5,100,200),2)}
 for name,(xs,ws,s) in cases.items():
   geo = mk(xs,ws,s)
   x=jax.random.normal(jax.random.PRNGKey(0),xs); w=jax.random.normal(jax.random.PRNGKey(1),ws); g=jax.random.normal(jax.random.PRNGKey(2),(xs[0],)+geo.out_shape+(ws[-1],))

@@ -1,12 +1,13 @@
-"""Winograd F(4x4, 3x3) (`jaxseg.ops.winograd`, session 6) vs what the models ran before it.
+"""Winograd F(4x4, 3x3) (`jaxseg.ops.cpu.winograd`, session 6) vs what the models ran before it.
 
 Per layer at batch 8, 256^2 inputs: forward and forward+backward (random
-cotangent) of `conv_lax_tuned` with Winograd off (XLA's conv and `conv_grad`'s
-backward, as before session 6) and of `winograd.conv_geo`, alternated, median
-of --steps calls; then the parts of the Winograd form alone (the four tile
-transforms and the three batched products, with the products' GFLOP/s) and
-XLA's batched dot on the same shapes.
-usage: mb_winograd.py [--steps 7] [--layers fcn_conv2,fcn_conv3]
+cotangent) of the `auto` route with Winograd off (`ConvPolicy(winograd=False)`:
+the C++ direct kernels, or XLA's conv with `conv_grad`'s backward, as before
+session 6) and of `winograd.conv_geo`, alternated, median of --steps calls;
+then the parts of the Winograd form alone (the four tile transforms and the
+three batched products, with the products' GFLOP/s) and XLA's batched dot on
+the same shapes.
+usage: mb_winograd.py [--steps 7] [--layers fcn_conv2,fcn_conv3] [--batch 8]
 """
 import argparse
 import time
@@ -15,9 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.ops import winograd
+from jaxseg.ops import ConvPolicy
 from jaxseg.ops._common import conv_geometry
-from jaxseg.ops.conv import conv_lax_tuned
+from jaxseg.ops.auto import conv_auto
+from jaxseg.ops.cpu import winograd
+
+NO_WINOGRAD = ConvPolicy(winograd=False)
 
 # name: (H, W, Cin, Cout, k, stride), batch 8, SAME
 LAYERS = {
@@ -42,6 +46,7 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument("--steps", type=int, default=7)
   p.add_argument("--layers", default=",".join(LAYERS))
+  p.add_argument("--batch", type=int, default=8)
   a = p.parse_args()
   r = np.random.default_rng(0)
   print("| layer | before fwd ms | Winograd fwd ms | before f+b ms | Winograd f+b ms | f+b ratio | max rel err |")
@@ -49,18 +54,13 @@ def main():
   parts = []
   for name in a.layers.split(","):
     h, w_, ci, co, k, s = LAYERS[name]
-    x = jnp.asarray(r.standard_normal((8, h, w_, ci)), jnp.float32)
+    x = jnp.asarray(r.standard_normal((a.batch, h, w_, ci)), jnp.float32)
     w = jnp.asarray(r.standard_normal((k, k, ci, co)) / np.sqrt(k * k * ci), jnp.float32)
-    g = jnp.asarray(r.standard_normal((8, h // s, w_ // s, co)), jnp.float32)
+    g = jnp.asarray(r.standard_normal((a.batch, h // s, w_ // s, co)), jnp.float32)
     geo = conv_geometry(x.shape, w.shape, stride=s, padding="SAME", dilation=1, groups=1)
     assert winograd.supports(geo)
 
-    def before(x, w):
-      winograd.ENABLED = False     # read while tracing
-      try:
-        return conv_lax_tuned(x, w, geo)
-      finally:
-        winograd.ENABLED = True
+    before = lambda x, w: conv_auto(x, w, geo, NO_WINOGRAD)
     wino = lambda x, w: winograd.conv_geo(x, w, geo)
     fns = {n: (jax.jit(f), jax.jit(lambda x, w, g, f=f: jax.vjp(f, x, w)[1](g))) for n, f in
            (("before", before), ("wino", wino))}
@@ -78,13 +78,13 @@ def main():
   print("|---|---|---|---|---|---|---|---|---|---|")
   for name, oh, ow, c, k in parts:
     th, tw = -(-oh // 4), -(-ow // 4)
-    t_ = 8 * th * tw
-    xi = jnp.asarray(r.standard_normal((8, oh + 2, ow + 2, c)), jnp.float32)
+    t_ = a.batch * th * tw
+    xi = jnp.asarray(r.standard_normal((a.batch, oh + 2, ow + 2, c)), jnp.float32)
     v = jnp.asarray(r.standard_normal((36, t_, c)), jnp.float32)
     u = jnp.asarray(r.standard_normal((36, c, k)), jnp.float32)
     ut = jnp.asarray(r.standard_normal((36, k, c)), jnp.float32)
     m = jnp.asarray(r.standard_normal((36, t_, k)), jnp.float32)
-    dy = jnp.asarray(r.standard_normal((8, oh, ow, k)), jnp.float32)
+    dy = jnp.asarray(r.standard_normal((a.batch, oh, ow, k)), jnp.float32)
     tm = {
         "in": median_time(jax.jit(lambda x: winograd.input_tiles(x, th, tw, 0, 0)), xi, steps=a.steps),
         "inT": median_time(jax.jit(lambda v: winograd.input_tiles_t(v, xi.shape, th, tw, 0, 0)), v, steps=a.steps),
