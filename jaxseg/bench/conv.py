@@ -75,6 +75,79 @@ def fwd_bwd(f: Callable) -> Callable:
   return g
 
 
+def torch_layer_step(layer: ConvLayer, x, w, ct) -> tuple[Callable, Callable] | None:
+  """PyTorch's forward + backward of this layer on the same x, w and cotangent (channels-first
+  copies), as (step, results): step() runs `F.conv{n}d` / `F.conv_transpose{n}d` and its backward;
+  results() gives (y, dx, dw) in jaxseg's layouts, for the check against lax. None when PyTorch
+  is not installed."""
+  try:
+    import torch
+    import torch.nn.functional as F
+  except ImportError:
+    return None
+  from jaxseg.ops._common import conv_geometry, conv_transpose_geometry
+  nd = len(layer.x_shape) - 2
+  first = lambda a: torch.from_numpy(np.array(np.moveaxis(np.asarray(a), -1, 1)))   # a writable copy
+  last = lambda t: np.moveaxis(t.detach().numpy(), 1, -1)
+  perm = (nd + 1, nd) + tuple(range(nd))          # (*k, a, b) -> (b, a, *k): PyTorch's weight layout
+  xt = first(x).requires_grad_(True)
+  wt = torch.from_numpy(np.array(np.transpose(np.asarray(w), perm))).requires_grad_(True)
+  ct_t = first(ct)
+  if layer.kind == "conv":
+    geo = conv_geometry(layer.x_shape, layer.w_shape, stride=layer.stride, padding=layer.padding,
+                        dilation=layer.dilation, groups=layer.groups)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+    symmetric = all(lo == hi for lo, hi in geo.pads)
+    flat = [p for lo_hi in reversed(geo.pads) for p in lo_hi]     # F.pad: last dim first
+
+    def forward():
+      inp = xt if symmetric else F.pad(xt, flat)
+      return conv(inp, wt, stride=geo.stride, padding=[lo for lo, _ in geo.pads] if symmetric else 0,
+                  dilation=geo.dilation, groups=geo.groups)
+  else:
+    geo = conv_transpose_geometry(layer.x_shape, layer.w_shape, stride=layer.stride, padding=layer.padding,
+                                  output_padding=None, dilation=layer.dilation)
+    # PyTorch crops `padding` from both ends and adds `output_padding` at the end; a crop it
+    # cannot express (the FCN's upscore: 7 before, 8 after) is a slice of the uncropped output.
+    pads, out_pads, crops = [], [], []
+    for n, i, k, s, d, (lo, _) in zip(geo.out_shape, geo.in_shape, geo.kernel, geo.stride, geo.dilation,
+                                      geo.pads):
+      crop_end = (n - 1) * s + (k - 1) * d + 1 - lo - i
+      fits = 0 <= lo - crop_end < max(s, d)
+      pads.append(lo if fits else 0)
+      out_pads.append(lo - crop_end if fits else 0)
+      crops.append(slice(None) if fits else slice(lo, lo + i))
+    conv_t = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
+
+    def forward():
+      y = conv_t(xt, wt, stride=geo.stride, padding=pads, output_padding=out_pads, dilation=geo.dilation)
+      return y[(slice(None), slice(None)) + tuple(crops)]
+  state = {}
+
+  def step():
+    xt.grad = wt.grad = None
+    y = forward()
+    y.backward(ct_t)
+    state["y"] = y
+    return y
+
+  def results():
+    return last(state["y"]), last(xt.grad), np.transpose(wt.grad.numpy(), np.argsort(perm))
+  return step, results
+
+
+def time_in_turn(fns: dict[str, Callable], rounds: int) -> dict[str, float]:
+  """Median seconds of each no-argument function, timed once per round in turn."""
+  import time
+  times = {k: [] for k in fns}
+  for _ in range(rounds):
+    for k, f in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(f())
+      times[k].append(time.perf_counter() - t0)
+  return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def layer_inputs(layer: ConvLayer, seed: int = 0):
   """Random x, w (scaled by 1/sqrt(fan-in)) and a random cotangent for the output."""
   kx, kw, kc = jax.random.split(jax.random.key(seed), 3)
@@ -118,11 +191,15 @@ def skip_reason(layer: ConvLayer, impl: str, *, explicit: bool) -> str | None:
 
 def bench_layer(layer: ConvLayer, impls: Sequence[str], *, steps: int, warmup: int,
                 budget: float | None, peak_gflops: float | None, explicit: bool = False,
-                memory: bool = False, fns: dict[str, Callable] | None = None) -> list[dict]:
+                memory: bool = False, fns: dict[str, Callable] | None = None,
+                peers: bool = False) -> list[dict]:
   """Rows (one per impl) for one layer: status, seconds, GFLOP/s, fraction of peak.
 
   fns: optional ``f(x, w)`` per impl name, run instead of `layer_fn` (a variant
   under test); every impl is checked against "lax" before it is timed.
+  peers: add a "torch" row (PyTorch's conv forward + backward on the same
+  arrays, checked against lax too), timed in turn with the "auto" row over
+  `steps` rounds; both rows then carry that comparison (`vs_torch_fwdbwd`).
   """
   fns = dict(fns or {})
   fn = lambda impl: fns.get(impl) or layer_fn(layer, impl)
@@ -175,13 +252,56 @@ def bench_layer(layer: ConvLayer, impls: Sequence[str], *, steps: int, warmup: i
       mem = compiled_memory_mb(g, x, w, ct)
       if mem:
         row["fwdbwd_temp_mb"] = mem["temp_mb"]
+  if peers:
+    rows.append(_torch_row(layer, rows, x, w, ct, ref, steps=steps, warmup=warmup, fns=fns,
+                           peak_gflops=peak_gflops))
   lax_row = next((r for r in rows if r["impl"] == "lax" and "fwdbwd_s" in r), None)
   if lax_row:
     for r in rows:
       if "fwdbwd_s" in r:
-        r["vs_lax_fwd"] = r["fwd_s"] / lax_row["fwd_s"]
+        if "fwd_s" in r:
+          r["vs_lax_fwd"] = r["fwd_s"] / lax_row["fwd_s"]
         r["vs_lax_fwdbwd"] = r["fwdbwd_s"] / lax_row["fwdbwd_s"]
   return rows
+
+
+def _torch_row(layer, rows, x, w, ct, ref, *, steps, warmup, fns, peak_gflops) -> dict:
+  """The "torch" row of `bench_layer`: checked against lax, then timed in turn with "auto"."""
+  row = {"model": layer.model, "layer": layer.name, "kind": layer.kind, "shape": layer.describe(),
+         "count": layer.count, "impl": "torch", "flops_fwd": layer.flops, "status": "ok", "note": ""}
+  made = torch_layer_step(layer, x, w, ct)
+  if made is None:
+    row.update(status="skipped", note="PyTorch is not installed (pip install -e '.[peers]')")
+    return row
+  step, results = made
+  import torch
+  row["version"] = torch.__version__
+  step()
+  if ref is None:
+    ref = jax.block_until_ready(jax.jit(fwd_bwd(layer_fn(layer, "lax")))(x, w, ct))
+  try:
+    row["max_rel_error"] = compare(layer, "torch", [jnp.asarray(a) for a in results()], ref)
+  except WrongResult as e:
+    row.update(status="wrong", note=str(e))
+    return row
+  auto = next((r for r in rows if r["impl"] == "auto" and "fwdbwd_s" in r), None)
+  turn = {"torch": step}
+  if auto is not None:
+    g = jax.jit(fwd_bwd((fns or {}).get("auto") or layer_fn(layer, "auto")))
+    jax.block_until_ready(g(x, w, ct))
+    turn["auto"] = lambda: g(x, w, ct)
+  for f in turn.values():
+    for _ in range(warmup):
+      f()
+  med = time_in_turn(turn, max(steps, 1))
+  row.update(fwdbwd_s=med["torch"], gflops_fwdbwd=3 * layer.flops / med["torch"] / 1e9,
+             note="in turn with auto" if auto is not None else "")
+  if peak_gflops:
+    row["frac_peak_fwdbwd"] = row["gflops_fwdbwd"] / peak_gflops
+  if auto is not None:
+    auto["fwdbwd_s_in_turn"] = med["auto"]
+    auto["vs_torch_fwdbwd"] = row["auto_vs_torch"] = med["auto"] / med["torch"]
+  return row
 
 
 def scaled(layer: ConvLayer, *, batch: int, image_size: int, base_size: int) -> ConvLayer:

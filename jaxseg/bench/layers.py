@@ -126,10 +126,12 @@ def table_layers(model: str, *, batch: int, image_size: int, in_channels: int = 
   raise ConfigError(f"--model: no conv layer table for {model!r} (tables: fcn, fcn_deep, unet_small)")
 
 
-def capture_layers(model_name: str, *, batch: int, image_size: int, in_channels: int = 1,
+def capture_layers(model_name: str, *, batch: int, image_size, in_channels: int = 1,
                    num_classes: int = 2) -> list[ConvLayer]:
   """Conv and transposed-conv layers of ``models.create(model_name)`` at this input shape, in call
-  order (layers of identical shape merged, with a count). [] for a model without such layers."""
+  order (layers of identical shape merged, with a count). [] for a model without such layers.
+
+  image_size: an int (the same size on each of the model's spatial dims) or the spatial shape."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -149,7 +151,9 @@ def capture_layers(model_name: str, *, batch: int, image_size: int, in_channels:
                     model_layers_lib.per_dim(m.strides, len(k)), m.padding))
     return y
 
-  x = jax.ShapeDtypeStruct((batch, image_size, image_size, in_channels), jnp.float32)
+  spatial = tuple(image_size) if isinstance(image_size, (tuple, list)) else \
+      (image_size,) * models.spatial_dims(model_name)
+  x = jax.ShapeDtypeStruct((batch, *spatial, in_channels), jnp.float32)
   with nn.intercept_methods(record):
     jax.eval_shape(model.init, jax.random.key(0), x)
   layers = []
@@ -170,7 +174,7 @@ def capture_layers(model_name: str, *, batch: int, image_size: int, in_channels:
   return layers
 
 
-def model_layers(model_name: str, *, batch: int, image_size: int, in_channels: int = 1,
+def model_layers(model_name: str, *, batch: int, image_size, in_channels: int = 1,
                  num_classes: int = 2) -> tuple[list[ConvLayer], str]:
   """Captured layers if the model is there and uses jaxseg.ops, else the table; and which."""
   kw = dict(batch=batch, image_size=image_size, in_channels=in_channels, num_classes=num_classes)
@@ -180,7 +184,7 @@ def model_layers(model_name: str, *, batch: int, image_size: int, in_channels: i
     layers = []
   if layers:
     try:  # name them as the architecture table does, if it describes the same layers
-      table = dedupe(table_layers(model_name, **kw))
+      table = dedupe(table_layers(model_name, **kw)) if isinstance(image_size, int) else []
     except UserError:
       table = []
     strip = lambda ls: [dataclasses.replace(l, name="") for l in ls]

@@ -58,18 +58,22 @@ def _ms(v):
 
 def format_conv_table(rows) -> str:
   head = ("| layer | shape | x | impl | fwd ms | fwd+bwd ms | GFLOP/s fwd | GFLOP/s f+b "
-          "| % peak f+b | vs lax f+b | note |")
-  out = [head, "|" + "---|" * 11]
+          "| % peak f+b | vs lax f+b | vs torch f+b | note |")
+  out = [head, "|" + "---|" * 12]
   for r in rows:
     if r["status"] != "ok":
       out.append(f"| {r['layer']} | {r['shape']} | {r['count']} | {r['impl']} | - | - | - | - | - "
-                 f"| - | {r['status']}: {r['note']} |")
+                 f"| - | - | {r['status']}: {r['note']} |")
       continue
     pct = f"{100 * r['frac_peak_fwdbwd']:.0f}%" if "frac_peak_fwdbwd" in r else "-"
     vs = f"{r['vs_lax_fwdbwd']:.2f}x" if "vs_lax_fwdbwd" in r else "-"
-    out.append(f"| {r['layer']} | {r['shape']} | {r['count']} | {r['impl']} | {_ms(r['fwd_s']).strip()} "
-               f"| {_ms(r['fwdbwd_s']).strip()} | {r['gflops_fwd']:.0f} | {r['gflops_fwdbwd']:.0f} "
-               f"| {pct} | {vs} | {r['note']} |")
+    vt = r.get("vs_torch_fwdbwd", r.get("auto_vs_torch"))
+    vt = f"{vt:.2f}x (auto/torch)" if vt is not None else "-"
+    fwd = _ms(r.get("fwd_s")).strip()
+    gf = f"{r['gflops_fwd']:.0f}" if "gflops_fwd" in r else "-"
+    out.append(f"| {r['layer']} | {r['shape']} | {r['count']} | {r['impl']} | {fwd} "
+               f"| {_ms(r['fwdbwd_s']).strip()} | {gf} | {r['gflops_fwdbwd']:.0f} "
+               f"| {pct} | {vs} | {vt} | {r['note']} |")
   return "\n".join(out)
 
 
@@ -103,8 +107,9 @@ def run_conv(args) -> dict:
             "image_size": args.image_size, "models": {}, "rows": [], "wrong": []}
   for model in models:
     layers, source = layers_lib.model_layers(model, batch=args.batch_size, image_size=args.image_size)
-    print(f"\n## {model}: {len(layers)} distinct conv layers ({source}), "
-          f"batch {args.batch_size}, {args.image_size}x{args.image_size}")
+    size = ("x".join(map(str, args.image_size)) if isinstance(args.image_size, tuple)
+            else f"{args.image_size}x{args.image_size}")
+    print(f"\n## {model}: {len(layers)} distinct conv layers ({source}), batch {args.batch_size}, {size}")
     rows = []
     for layer in layers:
       available = conv_lib.impls_available(layer.kind)
@@ -112,7 +117,7 @@ def run_conv(args) -> dict:
       _log(f"{model} {layer.name} {layer.describe()}: {', '.join(impls)}")
       rows += conv_lib.bench_layer(layer, impls, steps=args.steps, warmup=args.warmup,
                                    budget=args.budget, peak_gflops=peak["gflops"],
-                                   explicit=args.impls is not None)
+                                   explicit=args.impls is not None, peers=args.peers)
     print(format_conv_table(rows))
     totals = model_totals(rows)
     lax_total = next((t["fwdbwd_s"] for t in totals if t["impl"] == "lax"), None)
@@ -121,6 +126,15 @@ def run_conv(args) -> dict:
       rel = f" = {t['fwdbwd_s'] / lax_total:.2f}x lax" if lax_total and not t["missing"] else ""
       miss = f" ({t['missing']} layers not timed)" if t["missing"] else ""
       print(f"  {t['impl']:8s} {t['fwdbwd_s'] * 1e3:9.1f} ms{rel}{miss}")
+    pairs = [(a, t) for a in rows for t in rows if a["impl"] == "auto" and t["impl"] == "torch"
+             and a["layer"] == t["layer"] and "fwdbwd_s_in_turn" in a and "fwdbwd_s" in t]
+    if pairs:
+      auto_s = sum(a["fwdbwd_s_in_turn"] * a["count"] for a, _ in pairs)
+      torch_s = sum(t["fwdbwd_s"] * t["count"] for _, t in pairs)
+      totals.append({"impl": "auto/torch in turn", "auto_fwdbwd_s": auto_s, "torch_fwdbwd_s": torch_s,
+                     "ratio": auto_s / torch_s, "layers": len(pairs)})
+      print(f"  auto vs torch, in turn, over {len(pairs)} layers (x count): {auto_s * 1e3:.1f} ms vs "
+            f"{torch_s * 1e3:.1f} ms = {auto_s / torch_s:.2f}x")
     result["models"][model] = {"layers_source": source, "totals": totals}
     result["rows"] += rows
     result["wrong"] += [f"{r['model']} {r['layer']} {r['impl']}" for r in rows if r["status"] == "wrong"]

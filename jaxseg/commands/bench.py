@@ -27,7 +27,7 @@ def add_arguments(parser):
                       help="batch size (default 8; 3-D models: 2)")
   parser.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
   parser.add_argument("--patch-size", type=_ints, default=None, metavar="D,H,W",
-                      help="train, 3-D models: the input volume (default 32,64,64)")
+                      help="3-D models: the input volume (default 32,64,64)")
   from jaxseg.registry import CONV_IMPLS
   parser.add_argument("--impls", type=_csv, default=None,
                       help=f"comma-separated conv impls, of {', '.join(CONV_IMPLS)} "
@@ -40,7 +40,8 @@ def add_arguments(parser):
   parser.add_argument("--gemm-sizes", type=_ints, default=(1024, 1536, 2048),
                       help="conv: square jnp.dot sizes for the GEMM peak (default 1024,1536,2048)")
   parser.add_argument("--peers", action="store_true",
-                      help="train: also PyTorch (CPU) and Keras 3 on JAX, interleaved; ratios")
+                      help="train: also PyTorch (CPU) and Keras 3 on JAX, interleaved; ratios. "
+                           "conv: a PyTorch column per layer (fwd+bwd, in turn with the auto row)")
   parser.add_argument("--rounds", type=int, default=3,
                       help="--peers: blocks of --steps per framework, taken in turn")
   parser.add_argument("--sweep", action="store_true",
@@ -64,13 +65,13 @@ def _resolve_sizes(args):
   """Fills in --batch-size and, for a 3-D model's train bench, sets image_size to the patch."""
   from jaxseg import models
   from jaxseg.errors import ConfigError
-  three_d = args.what == "train" and args.model in models.MODELS and models.spatial_dims(args.model) == 3
+  names = (args.model or "").split(",") if args.model else []
+  three_d = bool(names) and all(n in models.MODELS and models.spatial_dims(n) == 3 for n in names)
   if args.batch_size is None:
     args.batch_size = 2 if three_d else 8
   if args.patch_size is not None:
     if not three_d:
-      raise ConfigError("--patch-size: for --what train with a 3-D model (unet3d_small, unet3d); "
-                        "2-D models take --image-size")
+      raise ConfigError("--patch-size: for 3-D models (unet3d_small, unet3d); 2-D models take --image-size")
     if len(args.patch_size) != 3 or min(args.patch_size) < 1:
       raise ConfigError(f"--patch-size: expected D,H,W (three positive integers), got "
                         f"{','.join(map(str, args.patch_size))}")
@@ -91,8 +92,6 @@ def _check(args):
     raise ConfigError(f"--warmup: must be >= 0, got {args.warmup}")
   if args.budget <= 0:
     raise ConfigError(f"--budget: must be > 0, got {args.budget}")
-  if args.peers and args.what != "train":
-    raise ConfigError("--peers: only with --what train")
   if not args.gemm_sizes or min(args.gemm_sizes) < 1:
     raise ConfigError("--gemm-sizes: need positive integers")
   if args.plot and not args.sweep:

@@ -95,3 +95,27 @@ def test_every_impl_is_listed_once_from_the_registry():
   assert conv_lib.impls_available("conv") == registry.CONV_IMPLS == ops.CONV_IMPLS
   assert conv_lib.impls_available("conv_transpose") == registry.CONV_TRANSPOSE_IMPLS
   assert "auto" in registry.CONV_IMPLS and {"phase", "auto"} <= set(registry.CONV_TRANSPOSE_IMPLS)
+
+
+@pytest.mark.parametrize("layer", [
+    layers_lib.ConvLayer("t", "c3d", "conv", (2, 5, 6, 7, 3), (3, 3, 3, 3, 8), (2, 5, 6, 7, 8), (1, 1, 1),
+                         dilation=(1, 1, 1)),
+    layers_lib.ConvLayer("t", "c2d", "conv", (1, 9, 8, 4), (5, 5, 4, 6), (1, 5, 4, 6), (2, 2)),  # SAME/2: pads (1, 2)
+    layers_lib.ConvLayer("t", "up3d", "conv_transpose", (1, 2, 3, 4, 8), (2, 2, 2, 4, 8), (1, 4, 6, 8, 4), (2, 2, 2),
+                         dilation=(1, 1, 1)),
+    layers_lib.ConvLayer("t", "upscore", "conv_transpose", (1, 2, 2, 2), (31, 31, 2, 2), (1, 32, 32, 2), (16, 16)),
+], ids=lambda l: l.name)
+def test_torch_row_is_the_same_conv(layer):
+  # The PyTorch column computes the same layer: its y, dx and dW (back in jaxseg's layouts)
+  # agree with lax's, and a torch row appears beside auto, timed in turn with it.
+  pytest.importorskip("torch", reason="the PyTorch column needs torch (pip install -e '.[peers]')")
+  x, w, ct = conv_lib.layer_inputs(layer)
+  step, results = conv_lib.torch_layer_step(layer, x, w, ct)
+  step()
+  want = jax.jit(conv_lib.fwd_bwd(conv_lib.layer_fn(layer, "lax")))(x, w, ct)
+  assert conv_lib.compare(layer, "torch", [jnp.asarray(a) for a in results()], want) < 1e-4
+  rows = conv_lib.bench_layer(layer, ["lax", "auto"], steps=1, warmup=0, budget=None, peak_gflops=None,
+                              peers=True)
+  by = {r["impl"]: r for r in rows}
+  assert by["torch"]["status"] == "ok" and by["torch"]["fwdbwd_s"] > 0
+  assert by["auto"]["vs_torch_fwdbwd"] == pytest.approx(by["auto"]["fwdbwd_s_in_turn"] / by["torch"]["fwdbwd_s"])
