@@ -11,11 +11,28 @@ from jaxseg.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
 PARALLEL = ("pmap", "shard_map")
+SCHEDULES = ("constant", "exponential", "poly", "cosine")
 
 # Fields that decide the numbers a run produces: `--resume` refuses a
 # checkpoint whose run used different values (epochs may grow on resume).
 IDENTITY_FIELDS = ("model", "data", "val_data", "num_classes", "loss", "optimizer", "lr",
-                   "decay_rate", "decay_steps", "batch_size", "seed", "augment", "val_fraction")
+                   "decay_rate", "decay_steps", "batch_size", "seed", "augment", "val_fraction",
+                   "normalize", "schedule", "warmup_steps")
+
+# Defaults that depend on the model (fields left None are filled from here by
+# `TrainConfig.resolved`). The lab's models keep the lab's setting on its
+# synthetic data; the U-Nets get what learnt best from a real MRI volume
+# (experiments/real/, experiments/RESULTS.md "Real scans").
+LAB_DEFAULTS = {"epochs": 10, "augment": "none", "schedule": "exponential", "warmup_steps": 0}
+MODEL_DEFAULTS = {
+    "unet_small": {"epochs": 30, "augment": "default", "schedule": "cosine", "warmup_steps": 50},
+    "unet": {"epochs": 30, "augment": "default", "schedule": "cosine", "warmup_steps": 50},
+}
+
+
+def model_defaults(model: str) -> dict:
+  """The epochs, augmentation, schedule and warm-up a model trains with unless told otherwise."""
+  return MODEL_DEFAULTS.get(model, LAB_DEFAULTS)
 
 
 @dataclasses.dataclass
@@ -28,13 +45,18 @@ class TrainConfig:
   plain CE and batch 8 the val Dice was still 0.01 after 2 epochs; CE + Dice
   at batch 4 reached 0.71 after 2), and batch 4 (the lab used 1) so that 10
   epochs take a few minutes on two CPU cores.
+
+  Fields left None take a default that depends on the model
+  (:func:`model_defaults`: epochs, augment, schedule, warmup_steps) or on the
+  data (normalize: :func:`jaxseg.data.default_normalization`);
+  :meth:`resolved` fills them, and a run stores the resolved values.
   """
   model: str = "fcn"
   data: str = "synthetic"
   val_data: str | None = None
   num_classes: int = 2
   val_fraction: float = 0.1
-  epochs: int = 10
+  epochs: int | None = None
   batch_size: int = 4
   lr: float = 1e-3
   decay_rate: float = 1.0
@@ -42,7 +64,11 @@ class TrainConfig:
   optimizer: str = "adam"
   loss: str = "ce+dice"
   conv_impl: str = "lax"
-  augment: bool = False
+  augment: str | None = None       # none, light, default, heavy (jaxseg.data.augment.PRESETS)
+  normalize: str | None = None     # jaxseg.data.normalization.SCHEMES
+  schedule: str | None = None      # constant, exponential, poly, cosine
+  warmup_steps: int | None = None  # linear warm-up from 0 to lr over these steps
+  data_workers: int = 0            # Grain worker processes (0: a prefetch thread)
   seed: int = 0
   devices: int | None = None      # None: 1, or every device of a multi-process run
   parallel: str = "pmap"
@@ -51,8 +77,22 @@ class TrainConfig:
   num_processes: int = 1
   process_id: int = 0
 
+  def resolved(self) -> "TrainConfig":
+    """A copy with every None default filled in from the model and the data."""
+    fill = {k: v for k, v in model_defaults(self.model).items() if getattr(self, k) is None}
+    if self.normalize is None:
+      from jaxseg import data
+      from jaxseg.errors import DataError
+      try:
+        fill["normalize"] = data.default_normalization(self.data)
+      except DataError:
+        pass  # a bad spec is reported when the data is loaded
+    return dataclasses.replace(self, **fill) if fill else self
+
   def validate(self) -> "TrainConfig":
     """Raises ConfigError (naming the flag) for values that cannot work."""
+    from jaxseg.data import augment, normalization
+    self = self.resolved()  # noqa: PLW0642 - check the values the run will use
     def need(ok, flag, what):
       if not ok:
         raise ConfigError(f"--{flag}: {what}")
@@ -63,6 +103,16 @@ class TrainConfig:
       need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
            name.replace("_", "-"), f"must be an integer >= 1, got {v!r}")
     need(self.num_classes >= 2, "num-classes", f"must be >= 2, got {self.num_classes}")
+    need(isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool)
+         and self.warmup_steps >= 0, "warmup-steps", f"must be an integer >= 0, got {self.warmup_steps!r}")
+    need(isinstance(self.data_workers, int) and not isinstance(self.data_workers, bool)
+         and self.data_workers >= 0, "data-workers", f"must be an integer >= 0, got {self.data_workers!r}")
+    need(self.schedule in SCHEDULES, "schedule",
+         f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
+    need(self.augment in augment.PRESETS, "augment",
+         f"unknown preset {self.augment!r} (choose from {', '.join(augment.PRESETS)})")
+    need(self.normalize is None or self.normalize in normalization.SCHEMES, "normalize",
+         f"unknown scheme {self.normalize!r} (choose from {', '.join(normalization.SCHEMES)})")
     need(number(self.lr) and self.lr > 0, "lr", f"must be a finite number > 0, got {self.lr!r}")
     need(number(self.decay_rate) and self.decay_rate > 0, "decay-rate",
          f"must be a finite number > 0, got {self.decay_rate!r}")
@@ -97,11 +147,28 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> "TrainConfig":
+    """From `to_dict`, also of runs written before a field existed.
+
+    Older runs stored ``augment`` as a boolean (True: flips and small
+    rotations, now the ``light`` preset), had no ``schedule`` (the lab's
+    exponential decay, no warm-up) and normalised file data per slice
+    (``zscore-slice``) and synthetic/Sunnybrook data by /1024.
+    """
     known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in known})
+    d = {k: v for k, v in d.items() if k in known}
+    if isinstance(d.get("augment"), bool):
+      d["augment"] = "light" if d["augment"] else "none"
+    if "schedule" not in d:
+      d.setdefault("schedule", "exponential")
+      d.setdefault("warmup_steps", 0)
+    if "normalize" not in d:
+      scheme = str(d.get("data", "synthetic")).partition(":")[0].strip().lower()
+      d["normalize"] = "div1024" if scheme in ("synthetic", "sunnybrook") else "zscore-slice"
+    return cls(**d)
 
   def check_resumable(self, stored: "TrainConfig", workdir: str) -> None:
     """ConfigError if `stored` (the checkpoint's config) belongs to another run."""
+    self, stored = self.resolved(), stored.resolved()  # noqa: PLW0642
     for name in IDENTITY_FIELDS:
       mine, theirs = getattr(self, name), getattr(stored, name)
       if mine != theirs:
