@@ -103,12 +103,24 @@ def test_evaluate_per_case_equals_predict_scored_by_hand(tmp_path, capsys):
   work = str(tmp_path / "run")
   assert cli.main(["train", "--model", "cnn3", "--loss", "ce", "--data", f"folder:{root}", "--val-fraction",
                    "0.5", "--epochs", "3", "--batch-size", "4", "--lr", "1e-2", "--workdir", work,
-                   "--quiet", "--json"]) == 0
+                   "--normalize", "ct", "--quiet", "--json"]) == 0
   capsys.readouterr()
+  # the ct statistics of the training cases are stored with the run ...
+  _, _, _, meta = loop.restore_run(work)
+  train, val = data.train_val(f"folder:{root}", val_fraction=0.5, seed=0, normalize="ct")
+  assert meta["normalization"] == train.normalization.to_dict()
+  raw = lambda kind, name: sitk.GetArrayFromImage(sitk.ReadImage(str(root / kind / f"{name}.nii.gz")))
+  fg = np.concatenate([raw("images", v.name)[raw("labels", v.name) > 0] for v in train.volumes]).astype(np.float64)
+  stats = meta["normalization"]
+  assert stats["scheme"] == "ct" and {v.name for v in val.volumes}.isdisjoint(v.name for v in train.volumes)
+  np.testing.assert_allclose([stats["clip_low"][0], stats["clip_high"][0], stats["mean"][0], stats["std"][0]],
+                             [*np.percentile(fg, [0.5, 99.5]), fg.mean(), fg.std()], rtol=1e-5)
   assert cli.main(["evaluate", "--workdir", work, "--per-case", "--json"]) == 0
   out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   names = [c["case"] for c in out["cases"]]
   assert len(names) == 2 and set(names) < {f"case{i}" for i in range(4)}
+  assert out["normalization"] == meta["normalization"]
+  # ... and predict, normalising each file with them, segments it as evaluate scored it
   for case in out["cases"]:
     seg = tmp_path / f"{case['case']}_seg.nii.gz"
     assert cli.main(["predict", "--workdir", work, "--checkpoint", "latest",
