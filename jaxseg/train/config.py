@@ -92,54 +92,54 @@ class TrainConfig:
   def validate(self) -> "TrainConfig":
     """Raises ConfigError (naming the flag) for values that cannot work."""
     from jaxseg.data import augment, normalization
-    self = self.resolved()  # noqa: PLW0642 - check the values the run will use
+    resolved = self.resolved()  # check the values the run will use
     def need(ok, flag, what):
       if not ok:
         raise ConfigError(f"--{flag}: {what}")
     def number(x):
       return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
     for name in ("epochs", "batch_size", "decay_steps", "keep", "num_classes"):
-      v = getattr(self, name)
+      v = getattr(resolved, name)
       need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
            name.replace("_", "-"), f"must be an integer >= 1, got {v!r}")
-    need(self.num_classes >= 2, "num-classes", f"must be >= 2, got {self.num_classes}")
-    need(isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool)
-         and self.warmup_steps >= 0, "warmup-steps", f"must be an integer >= 0, got {self.warmup_steps!r}")
-    need(isinstance(self.data_workers, int) and not isinstance(self.data_workers, bool)
-         and self.data_workers >= 0, "data-workers", f"must be an integer >= 0, got {self.data_workers!r}")
-    need(self.schedule in SCHEDULES, "schedule",
-         f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
-    need(self.augment in augment.PRESETS, "augment",
-         f"unknown preset {self.augment!r} (choose from {', '.join(augment.PRESETS)})")
-    need(self.normalize is None or self.normalize in normalization.SCHEMES, "normalize",
-         f"unknown scheme {self.normalize!r} (choose from {', '.join(normalization.SCHEMES)})")
-    need(number(self.lr) and self.lr > 0, "lr", f"must be a finite number > 0, got {self.lr!r}")
-    need(number(self.decay_rate) and self.decay_rate > 0, "decay-rate",
-         f"must be a finite number > 0, got {self.decay_rate!r}")
-    need(number(self.val_fraction) and 0 < self.val_fraction < 1, "val-fraction",
-         f"must be between 0 and 1, got {self.val_fraction!r}")
-    need(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be an integer >= 0, got {self.seed!r}")
+    need(resolved.num_classes >= 2, "num-classes", f"must be >= 2, got {resolved.num_classes}")
+    need(isinstance(resolved.warmup_steps, int) and not isinstance(resolved.warmup_steps, bool)
+         and resolved.warmup_steps >= 0, "warmup-steps", f"must be an integer >= 0, got {resolved.warmup_steps!r}")
+    need(isinstance(resolved.data_workers, int) and not isinstance(resolved.data_workers, bool)
+         and resolved.data_workers >= 0, "data-workers", f"must be an integer >= 0, got {resolved.data_workers!r}")
+    need(resolved.schedule in SCHEDULES, "schedule",
+         f"unknown schedule {resolved.schedule!r} (choose from {', '.join(SCHEDULES)})")
+    need(resolved.augment in augment.PRESETS, "augment",
+         f"unknown preset {resolved.augment!r} (choose from {', '.join(augment.PRESETS)})")
+    need(resolved.normalize is None or resolved.normalize in normalization.SCHEMES, "normalize",
+         f"unknown scheme {resolved.normalize!r} (choose from {', '.join(normalization.SCHEMES)})")
+    need(number(resolved.lr) and resolved.lr > 0, "lr", f"must be a finite number > 0, got {resolved.lr!r}")
+    need(number(resolved.decay_rate) and resolved.decay_rate > 0, "decay-rate",
+         f"must be a finite number > 0, got {resolved.decay_rate!r}")
+    need(number(resolved.val_fraction) and 0 < resolved.val_fraction < 1, "val-fraction",
+         f"must be between 0 and 1, got {resolved.val_fraction!r}")
+    need(isinstance(resolved.seed, int) and resolved.seed >= 0, "seed", f"must be an integer >= 0, got {resolved.seed!r}")
     from jaxseg import losses, models, ops
-    need(self.model in models.MODELS, "model", f"unknown model {self.model!r} (choose from {', '.join(models.MODELS)})")
-    need(self.loss in losses.LOSSES, "loss", f"unknown loss {self.loss!r} (choose from {', '.join(losses.LOSSES)})")
-    need(self.conv_impl in ops.CONV_IMPLS, "conv-impl",
-         f"unknown conv implementation {self.conv_impl!r} (choose from {', '.join(ops.CONV_IMPLS)})")
-    need(self.optimizer in OPTIMIZERS, "optimizer", f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
-    need(self.parallel in PARALLEL, "parallel", f"unknown mode {self.parallel!r} (choose from {', '.join(PARALLEL)})")
-    need(self.devices is None or (isinstance(self.devices, int) and self.devices >= 1), "devices",
-         f"must be an integer >= 1, got {self.devices!r}")
-    if self.devices is not None:
-      need(self.batch_size % self.devices == 0, "batch-size",
-           f"{self.batch_size} is not divisible by --devices {self.devices}")
-    need(isinstance(self.num_processes, int) and self.num_processes >= 1, "num-processes",
-         f"must be an integer >= 1, got {self.num_processes!r}")
-    need(isinstance(self.process_id, int) and 0 <= self.process_id < self.num_processes, "process-id",
-         f"must be in [0, {self.num_processes}), got {self.process_id!r}")
-    if self.num_processes > 1:
-      need(bool(self.coordinator), "coordinator", "HOST:PORT is required with --num-processes > 1")
-    if self.coordinator and self.coordinator != "auto":
-      host, _, port = self.coordinator.rpartition(":")
-      need(host and port.isdigit(), "coordinator", f"expected HOST:PORT, got {self.coordinator!r}")
+    need(resolved.model in models.MODELS, "model", f"unknown model {resolved.model!r} (choose from {', '.join(models.MODELS)})")
+    need(resolved.loss in losses.LOSSES, "loss", f"unknown loss {resolved.loss!r} (choose from {', '.join(losses.LOSSES)})")
+    need(resolved.conv_impl in ops.CONV_IMPLS, "conv-impl",
+         f"unknown conv implementation {resolved.conv_impl!r} (choose from {', '.join(ops.CONV_IMPLS)})")
+    need(resolved.optimizer in OPTIMIZERS, "optimizer", f"unknown optimizer {resolved.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+    need(resolved.parallel in PARALLEL, "parallel", f"unknown mode {resolved.parallel!r} (choose from {', '.join(PARALLEL)})")
+    need(resolved.devices is None or (isinstance(resolved.devices, int) and resolved.devices >= 1), "devices",
+         f"must be an integer >= 1, got {resolved.devices!r}")
+    if resolved.devices is not None:
+      need(resolved.batch_size % resolved.devices == 0, "batch-size",
+           f"{resolved.batch_size} is not divisible by --devices {resolved.devices}")
+    need(isinstance(resolved.num_processes, int) and resolved.num_processes >= 1, "num-processes",
+         f"must be an integer >= 1, got {resolved.num_processes!r}")
+    need(isinstance(resolved.process_id, int) and 0 <= resolved.process_id < resolved.num_processes, "process-id",
+         f"must be in [0, {resolved.num_processes}), got {resolved.process_id!r}")
+    if resolved.num_processes > 1:
+      need(bool(resolved.coordinator), "coordinator", "HOST:PORT is required with --num-processes > 1")
+    if resolved.coordinator and resolved.coordinator != "auto":
+      host, _, port = resolved.coordinator.rpartition(":")
+      need(host and port.isdigit(), "coordinator", f"expected HOST:PORT, got {resolved.coordinator!r}")
     return self
 
   def to_dict(self) -> dict:
@@ -168,9 +168,9 @@ class TrainConfig:
 
   def check_resumable(self, stored: "TrainConfig", workdir: str) -> None:
     """ConfigError if `stored` (the checkpoint's config) belongs to another run."""
-    self, stored = self.resolved(), stored.resolved()  # noqa: PLW0642
+    mine_all, stored = self.resolved(), stored.resolved()
     for name in IDENTITY_FIELDS:
-      mine, theirs = getattr(self, name), getattr(stored, name)
+      mine, theirs = getattr(mine_all, name), getattr(stored, name)
       if mine != theirs:
         raise ConfigError(
             f"--resume: the checkpoint in {workdir} was trained with --{name.replace('_', '-')} "
