@@ -17,7 +17,10 @@ cp "$DATA/threshold.json" "$OUT/threshold.json"
 BASE=(train --model unet_small --data "folder:$DATA/train" --val-data "folder:$DATA/val" --json --quiet --overwrite)
 declare -A SETTINGS=(
   [defaults]=""                                                    # what `jaxseg train --model unet_small` does
+  [defaults_rerun]=""                                              # the same, again, when the machine was quieter
   [defaults_e10]="--epochs 10"
+  [no_augment]="--augment none"
+  [light_augment]="--augment light"
   [zscore_slice_e10]="--epochs 10 --normalize zscore-slice"         # jaxseg's old per-slice z-score
   [zscore_volume_e10]="--epochs 10 --normalize zscore-volume"
   [no_augment_e10]="--epochs 10 --augment none"
