@@ -89,6 +89,36 @@ def dice_coef(
   return dice_from_counts(*dice_counts(logits, labels), smooth=smooth)
 
 
+def dice_coef_per_class(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    num_classes: Optional[int] = None,
+    smooth: jax.typing.ArrayLike = 1.0,
+) -> jax.Array:
+  r"""The lab's hard Dice of every foreground class, shape ``(K - 1,)``.
+
+  Entry ``c - 1`` is :func:`dice_coef` with class ``c`` as the foreground:
+  per image :math:`(2|A_c \cap B_c| + s) / (|A_c| + |B_c| + s)`, then the mean
+  over the batch. With two classes it is ``[dice_coef(logits, labels)]``;
+  its mean is the reported ``val_dice`` of a run with several classes.
+
+  Args:
+    num_classes: K; defaults to ``C`` (2 for a single sigmoid logit).
+  """
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  _check_shapes(logits, labels, "dice_coef_per_class")
+  k = num_classes if num_classes is not None else max(logits.shape[-1], 2)
+  pred = predict_classes(logits)
+  axes = tuple(range(1, labels.ndim))
+  out = []
+  for c in range(1, k):
+    a, b = pred == c, labels == c
+    count = lambda m: jnp.sum(m, axis=axes, dtype=jnp.float32)
+    out.append(dice_from_counts(count(a & b), count(a), count(b), smooth=smooth))
+  return jnp.stack(out)
+
+
 def per_class_dice(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,

@@ -22,13 +22,19 @@ _FLAGS = {
     "epochs": ("--epochs", int, "number of epochs (the lab's num_epochs)"),
     "batch_size": ("--batch-size", int, "global batch size, split across --devices"),
     "lr": ("--lr", float, "initial learning rate (the lab's learning_rate)"),
-    "decay_rate": ("--decay-rate", float, "lr *= decay_rate every --decay-steps steps (1.0: no decay)"),
-    "decay_steps": ("--decay-steps", int, "steps per decay_rate factor (exponential, continuous)"),
+    "schedule": ("--schedule", str, "learning-rate schedule after the warm-up: constant, exponential "
+                 "(the lab's, see --decay-rate), poly (lr * (1 - t/T)**0.9, nnU-Net's) or cosine (to 0 at the end)"),
+    "warmup_steps": ("--warmup-steps", int, "linear warm-up of the learning rate from 0 over this many steps"),
+    "decay_rate": ("--decay-rate", float, "exponential schedule: lr *= decay_rate every --decay-steps steps (1.0: no decay)"),
+    "decay_steps": ("--decay-steps", int, "exponential schedule: steps per decay_rate factor (continuous)"),
     "optimizer": ("--optimizer", str, "adam or sgd (momentum 0.9)"),
     "loss": ("--loss", str, "ce, wce, dice or ce+dice"),
     "conv_impl": ("--conv-impl", str, f"convolution implementation: {', '.join(CONV_IMPLS)} (auto: the fastest "
                   "tested route on this platform; lax: plain XLA)"),
-    "seed": ("--seed", int, "seed of initialisation, data order and dropout"),
+    "normalize": ("--normalize", str, "intensity normalisation per case: zscore-foreground (nonzero voxels), "
+                  "zscore-volume, zscore-slice, ct (train-set percentile clip + z-score), div1024, none"),
+    "data_workers": ("--data-workers", int, "Grain worker processes preparing batches (0: a background thread)"),
+    "seed": ("--seed", int, "seed of initialisation, data order, augmentation and dropout"),
     "devices": ("--devices", int, "data-parallel over this many devices (default 1; all in a multi-process run)"),
     "parallel": ("--parallel", str, "pmap or shard_map (with --devices > 1)"),
     "keep": ("--keep", int, "number of latest checkpoints kept (the best is kept besides)"),
@@ -38,14 +44,30 @@ _FLAGS = {
 }
 
 
+
+
+def _default_text(field, defaults) -> str:
+  from jaxseg.train import config as config_lib
+  if field == "normalize":
+    return "div1024 for synthetic and sunnybrook, zscore-foreground for acdc, atria and folder"
+  if field in config_lib.LAB_DEFAULTS:
+    lab, unet = config_lib.LAB_DEFAULTS[field], config_lib.MODEL_DEFAULTS["unet_small"][field]
+    return f"{lab} for the lab's models (fcn, cnn3, ...), {unet} for unet_small and unet"
+  return str(getattr(defaults, field))
+
+
 def add_arguments(parser):
   from jaxseg.train.config import TrainConfig
   defaults = TrainConfig()
   for field, (flag, typ, text) in _FLAGS.items():
     parser.add_argument(flag, type=typ, default=None, dest=field,
-                        help=f"{text} (default: {getattr(defaults, field)})")
-  parser.add_argument("--augment", action="store_true", default=None,
-                      help="random flips and small rotations of the training images")
+                        help=f"{text} (default: {_default_text(field, defaults)})")
+  parser.add_argument("--augment", nargs="?", const="default", default=None, metavar="PRESET",
+                      help="augmentation of the training images, seeded by (seed, epoch, image): none; "
+                           "light (mirroring, rotation up to 15 degrees, scaling 0.9-1.1); default "
+                           "(nnU-Net's: rotation, scaling, mirroring, brightness, contrast, gamma, noise, blur); "
+                           "heavy (more of each, and elastic deformation). --augment alone means default "
+                           f"(default: {_default_text('augment', defaults)})")
   parser.add_argument("--workdir", default=None,
                       help="run directory for checkpoints, metrics, figures (default: runs/<model>-<UTC time>)")
   parser.add_argument("--resume", action="store_true",

@@ -9,10 +9,14 @@ Data specs (``--data`` / ``--val-data``):
 - ``atria:PATH``: 2018 atrial challenge, ``<case>/lgemri.nrrd`` + ``laendo.nrrd``.
 - ``folder:PATH``: ``PATH/images/<case>.<ext>`` + ``PATH/labels/<case>.<ext>``.
 
-File data sets are z-scored per slice (except Sunnybrook), volumes are cut
-into slices along the first array axis, and slices of different sizes are
-zero-padded at the bottom/right to the largest. Every problem with a file
-raises :class:`~jaxseg.errors.DataError` naming the file.
+Every loader yields cases (:mod:`jaxseg.data.cases`: one per file or volume,
+raw intensities, spacing). Each case is normalised on its own
+(:mod:`jaxseg.data.normalization`; ``--normalize``, by default ``div1024`` for
+``synthetic`` and ``sunnybrook`` and ``zscore-foreground`` for the MR-like
+file layouts), then cut into slices along its first array axis for the 2-D
+models; slices of different sizes are zero-padded at the bottom/right to the
+largest. Every problem with a file raises :class:`~jaxseg.errors.DataError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ import dataclasses
 import numpy as np
 
 from jaxseg.data import acdc, atria, folder, sunnybrook, synthetic
+from jaxseg.data import normalization as normalize_lib
 from jaxseg.data.batching import augment_batch, batches, crop_to, epoch_order, num_batches, pad_to_multiple
+from jaxseg.data.cases import Case, Volume, to_slices
 from jaxseg.data.io import Geometry, read_image, write_image
+from jaxseg.data.normalization import Normalization
 from jaxseg.data.validate import normalize
 from jaxseg.errors import ConfigError, DataError
 
@@ -31,7 +38,8 @@ __all__ = [
     "Dataset", "load", "train_val", "split_by_case", "parse_spec", "SCHEMES",
     "batches", "num_batches", "epoch_order", "augment_batch", "pad_to_multiple", "crop_to",
     "read_image", "write_image", "Geometry", "normalize", "image_to_slices",
-    "normalization_for",
+    "normalization_for", "Case", "Volume", "Normalization", "load_cases", "split_cases",
+    "to_dataset", "default_normalization",
 ]
 
 SCHEMES = ("synthetic", "sunnybrook", "acdc", "atria", "folder")
@@ -45,16 +53,19 @@ class Dataset:
   Attributes:
     images: float32 (N, H, W, C), normalised.
     labels: int32 (N, H, W) in [0, num_classes).
-    cases: str (N,): the case (patient / volume / file) each slice comes from.
+    cases: str (N,): the case group (patient / volume / file) each slice comes from.
     name: where the data came from (the spec, and "[train]"/"[val]" parts).
-    normalization: how images were normalised ("div1024" or "zscore"), so
-      `predict` can treat new images the same way.
+    normalization: the :class:`Normalization` the images got, so that
+      `predict` and `evaluate` can treat new images the same way.
+    volumes: per case, which slices it holds, its own size and spacing
+      (:class:`~jaxseg.data.cases.Volume`), for per-case evaluation.
   """
   images: np.ndarray
   labels: np.ndarray
   cases: np.ndarray
   name: str
-  normalization: str = "zscore"
+  normalization: Normalization = Normalization("none")
+  volumes: tuple = ()
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -64,12 +75,20 @@ class Dataset:
     (labels padded with background), for models that need such sizes."""
     images, _ = pad_to_multiple(self.images, multiple)
     labels, _ = pad_to_multiple(self.labels, multiple)
-    return Dataset(images, labels, self.cases, self.name, self.normalization)
+    return dataclasses.replace(self, images=images, labels=labels)
 
   def subset(self, mask_or_index, name: str | None = None) -> "Dataset":
-    """The slices selected by a boolean mask or index array."""
-    return Dataset(self.images[mask_or_index], self.labels[mask_or_index],
-                   self.cases[mask_or_index], name or self.name, self.normalization)
+    """The slices selected by a boolean mask or index array (the volumes
+    that are kept whole keep their per-case records)."""
+    index = np.arange(len(self.labels))[mask_or_index]
+    volumes, start = [], 0
+    for v in self.volumes:
+      kept = index[(index >= v.start) & (index < v.stop)]
+      if len(kept) == v.stop - v.start and np.array_equal(kept, np.arange(v.start, v.stop)):
+        at = int(np.searchsorted(index, v.start))
+        volumes.append(dataclasses.replace(v, start=at, stop=at + len(kept)))
+    return Dataset(self.images[index], self.labels[index], self.cases[index], name or self.name,
+                   self.normalization, tuple(volumes))
 
 
 def parse_spec(spec: str) -> tuple[str, object]:
@@ -110,41 +129,44 @@ def parse_spec(spec: str) -> tuple[str, object]:
   return scheme, arg
 
 
-def normalization_for(spec: str) -> str:
-  """The intensity normalisation the spec's images get ("div1024" or "zscore")."""
+def default_normalization(spec: str) -> str:
+  """The normalisation scheme a spec's images get unless ``--normalize`` says otherwise:
+  ``div1024`` for synthetic and sunnybrook (the lab's), ``zscore-foreground`` for
+  the MR-like file layouts (acdc, atria, folder)."""
   scheme, _ = parse_spec(spec)
-  return "div1024" if scheme in ("synthetic", "sunnybrook") else "zscore"
+  return "div1024" if scheme in ("synthetic", "sunnybrook") else "zscore-foreground"
 
 
-def image_to_slices(array: np.ndarray, *, normalization: str = "zscore",
+normalization_for = default_normalization
+
+
+def image_to_slices(array: np.ndarray, *, normalization="zscore-foreground",
                     channels: bool = False, path="image") -> np.ndarray:
   """An array from read_image -> normalised float32 slices (N, H, W, C).
 
-  Used by `predict` on new images: a 2-D image gives one slice, a 3-D volume
-  one per index of its first axis (as the loaders cut volumes).
+  Used by `predict` on new images: the image is one case, normalised as a
+  whole (``normalization``: a scheme name, a :class:`Normalization` or its
+  dict), then a 2-D image gives one slice and a 3-D volume one per index of
+  its first axis (as the loaders cut volumes).
   """
   from jaxseg.data import validate
-  return normalize(validate.image_slices(array, path, channels=channels), normalization)
+  if not isinstance(normalization, Normalization):
+    normalization = Normalization.from_dict(normalization)
+  image = normalization.apply(validate.case_image(array, path, channels=channels))
+  return image[None] if image.ndim == 3 else image
 
 
-def _synthetic(train: int, val: int, size: int, seed: int, spec: str):
+def _synthetic_cases(train: int, val: int, size: int, seed: int):
   sets = []
   for split, count in (("train", train), ("val", val)):
     images, labels = synthetic.generate(count, size=size, seed=seed, split=split)
-    cases = np.asarray([f"synthetic-{split}-{i:04d}" for i in range(count)], dtype=str)
-    sets.append(Dataset(normalize(images[..., None], "div1024"), labels, cases,
-                        f"{spec}[{split}]", "div1024"))
+    sets.append([Case(f"synthetic-{split}-{i:04d}", images[i][..., None], labels[i], (1.0, 1.0))
+                 for i in range(count)])
   return sets[0], sets[1]
 
 
-def load(spec: str, *, num_classes: int = 2, seed: int = 0) -> tuple[Dataset, Dataset | None]:
-  """Loads a data spec.
-
-  Args:
-    spec: see the module docstring.
-    num_classes: the model's classes; labels must lie in [0, num_classes)
-      (1 means one sigmoid output, i.e. binary labels 0/1).
-    seed: generates the synthetic data; unused by file specs.
+def load_cases(spec: str, *, num_classes: int = 2, seed: int = 0) -> tuple[list[Case], list[Case] | None]:
+  """The raw (not normalised) cases of a data spec.
 
   Returns:
     (train, val) for synthetic specs, (all, None) for file specs.
@@ -154,14 +176,64 @@ def load(spec: str, *, num_classes: int = 2, seed: int = 0) -> tuple[Dataset, Da
   label_classes = max(int(num_classes), 2)
   scheme, arg = parse_spec(spec)
   if scheme == "synthetic":
-    return _synthetic(*arg, seed=seed, spec=spec)
+    return _synthetic_cases(*arg, seed=seed)
   if scheme == "acdc":
     path, classes = arg
-    images, labels, cases = acdc.load(path, num_classes=label_classes, classes=classes)
-  else:
-    loader = {"sunnybrook": sunnybrook.load, "atria": atria.load, "folder": folder.load}[scheme]
-    images, labels, cases = loader(arg, num_classes=label_classes)
-  return Dataset(images, labels, cases, spec, normalization_for(spec)), None
+    return acdc.load(path, num_classes=label_classes, classes=classes), None
+  loader = {"sunnybrook": sunnybrook.load, "atria": atria.load, "folder": folder.load}[scheme]
+  return loader(arg, num_classes=label_classes), None
+
+
+def fit_normalization(normalize, spec: str, cases: list[Case]) -> Normalization:
+  """``normalize`` (None: the spec's default; a scheme name; or a fitted
+  :class:`Normalization`, used as it is) with statistics from ``cases``."""
+  if isinstance(normalize, Normalization):
+    return normalize
+  return normalize_lib.fit(normalize or default_normalization(spec),
+                           [c.image for c in cases], [c.label for c in cases])
+
+
+def to_dataset(cases: list[Case], name: str, normalization: Normalization) -> Dataset:
+  """Normalises every case and stacks their slices into a :class:`Dataset`."""
+  normalized = [c.replace(image=normalization.apply(c.image)) for c in cases]
+  images, labels, groups, volumes = to_slices(normalized, name)
+  return Dataset(images, labels, groups, name, normalization, volumes)
+
+
+def load(spec: str, *, num_classes: int = 2, seed: int = 0,
+         normalize=None) -> tuple[Dataset, Dataset | None]:
+  """Loads a data spec into slices.
+
+  Args:
+    spec: see the module docstring.
+    num_classes: the model's classes; labels must lie in [0, num_classes)
+      (1 means one sigmoid output, i.e. binary labels 0/1).
+    seed: generates the synthetic data; unused by file specs.
+    normalize: the scheme (None: the spec's default) or a fitted
+      :class:`Normalization`; ``ct`` statistics come from the (train) cases.
+
+  Returns:
+    (train, val) for synthetic specs, (all, None) for file specs.
+  """
+  train, val = load_cases(spec, num_classes=num_classes, seed=seed)
+  norm = fit_normalization(normalize, spec, train)
+  if val is not None:
+    return to_dataset(train, f"{spec}[train]", norm), to_dataset(val, f"{spec}[val]", norm)
+  return to_dataset(train, spec, norm), None
+
+
+def split_cases(cases: list[Case], val_fraction: float = 0.1, *, seed: int = 0,
+                name: str = "data") -> tuple[list[Case], list[Case]]:
+  """Holds out a fraction of the case groups (patients), chosen from ``seed``."""
+  if not 0 < val_fraction < 1:
+    raise ConfigError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+  groups = np.unique(np.asarray([c.group for c in cases], dtype=str))
+  if len(groups) < 2:
+    raise DataError(f"{name}: only {len(groups)} case, cannot hold out validation cases; "
+                    f"give a validation data set (--val-data)")
+  n_val = min(max(1, round(val_fraction * len(groups))), len(groups) - 1)
+  val_groups = set(groups[np.random.default_rng([int(seed) % 2**63, 2]).permutation(len(groups))[:n_val]])
+  return [c for c in cases if c.group not in val_groups], [c for c in cases if c.group in val_groups]
 
 
 def split_by_case(ds: Dataset, val_fraction: float = 0.1, *, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -179,20 +251,27 @@ def split_by_case(ds: Dataset, val_fraction: float = 0.1, *, seed: int = 0) -> t
 
 
 def train_val(spec: str, val_spec: str | None = None, *, num_classes: int = 2,
-              val_fraction: float = 0.1, seed: int = 0) -> tuple[Dataset, Dataset]:
-  """Training and validation sets.
+              val_fraction: float = 0.1, seed: int = 0, normalize=None) -> tuple[Dataset, Dataset]:
+  """Training and validation sets, both normalised as the training set says.
 
   With ``val_spec`` the validation set is that spec (its val part if it is
   synthetic). Without it, a synthetic spec uses its own split and a file spec
-  holds out ``val_fraction`` of its cases, chosen from ``seed``.
+  holds out ``val_fraction`` of its case groups, chosen from ``seed``.
+  ``normalize`` is a scheme (None: the default of ``spec``) whose statistics
+  are learnt from the training cases only, or a fitted :class:`Normalization`.
   """
-  train, val = load(spec, num_classes=num_classes, seed=seed)
+  train, val = load_cases(spec, num_classes=num_classes, seed=seed)
+  train_name, val_name = (f"{spec}[train]", f"{spec}[val]")
   if val_spec is not None:
-    other, other_val = load(val_spec, num_classes=num_classes, seed=seed)
-    val = other_val if other_val is not None else other
-  elif val is None:
-    train, val = split_by_case(train, val_fraction, seed=seed)
-  if train.images.shape[-1] != val.images.shape[-1]:
-    raise DataError(f"{val.name}: {val.images.shape[-1]} image channels, but {train.name} has "
-                    f"{train.images.shape[-1]}")
-  return train, val
+    other, other_val = load_cases(val_spec, num_classes=num_classes, seed=seed)
+    val, val_name = (other_val, f"{val_spec}[val]") if other_val is not None else (other, val_spec)
+  if val is None:
+    train, val = split_cases(train, val_fraction, seed=seed, name=spec)
+  elif val_spec is not None and spec.partition(":")[0].strip().lower() != "synthetic":
+    train_name = spec
+  norm = fit_normalization(normalize, spec, train)
+  train_ds, val_ds = to_dataset(train, train_name, norm), to_dataset(val, val_name, norm)
+  if train_ds.images.shape[-1] != val_ds.images.shape[-1]:
+    raise DataError(f"{val_ds.name}: {val_ds.images.shape[-1]} image channels, but {train_ds.name} has "
+                    f"{train_ds.images.shape[-1]}")
+  return train_ds, val_ds

@@ -6,8 +6,9 @@
 Labels: 0 background, 1 RV, 2 myocardium, 3 LV cavity. ``classes`` chooses
 which structures become classes 1..k (in the given order, everything else 0);
 the default ``("lv",)`` gives the binary LV task of the DLI lab; ``"all"``
-keeps 0-3 (needs num_classes=4). Volumes are cut along the first array axis
-(z), each slice z-scored. The case id is the patient.
+keeps 0-3 (needs num_classes=4). Each frame is a case named by its file stem
+(``patient001_frame01``) in the group of its patient, so held-out splits
+keep a patient's frames together.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxseg.data import folder, validate
+from jaxseg.data import folder
 from jaxseg.errors import DataError
 
 STRUCTURES = {"rv": 1, "myo": 2, "lv": 3}
@@ -49,8 +50,8 @@ def map_classes(labels: np.ndarray, classes) -> np.ndarray:
   return out
 
 
-def load(path, *, num_classes: int = 2, classes="lv"):
-  """Reads every patient's frames; returns (images, labels, cases)."""
+def load(path, *, num_classes: int = 2, classes="lv") -> list:
+  """Reads every patient's frames; returns the cases."""
   classes = parse_classes(classes)
   root = Path(path)
   if not root.is_dir():
@@ -62,7 +63,7 @@ def load(path, *, num_classes: int = 2, classes="lv"):
   k = 4 if classes == "all" else len(classes) + 1
   if k > num_classes:
     raise DataError(f"{root}: acdc classes {classes} need num_classes >= {k}, got {num_classes}")
-  pieces = []
+  cases = []
   for image_path in frames:
     name = image_path.name
     stem = name[:name.index(".nii")]
@@ -71,9 +72,9 @@ def load(path, *, num_classes: int = 2, classes="lv"):
       raise DataError(f"{image_path}: image without a label (expected {label_path.name})")
     gts.discard(label_path)
     # ACDC labels are 0..3 whatever the chosen classes; check against 4 first.
-    images, labels = folder.load_pair(image_path, label_path, num_classes=4)
-    pieces.append((images, map_classes(labels, classes), _FRAME.match(name).group(1)))
+    case = folder.read_case(image_path, label_path, 4, stem, _FRAME.match(name).group(1))
+    cases.append(case.replace(label=map_classes(case.label, classes)))
   if gts:
     orphan = sorted(gts)[0]
     raise DataError(f"{orphan}: label without an image")
-  return validate.stack(pieces, str(root))
+  return cases

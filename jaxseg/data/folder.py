@@ -2,8 +2,9 @@
 
 Images and labels pair by case name (the file name without its ending, so
 `a.nii.gz` pairs with `a.nii.gz` or `a.nrrd`). Any SimpleITK format; 2-D
-images or 3-D volumes, cut into slices along the first array axis. Each
-slice is z-scored.
+images or 3-D volumes; each file is one case, named by its stem. The
+default normalisation is ``zscore-foreground`` (per case, see
+:mod:`jaxseg.data.normalization`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jaxseg.data import io, validate
+from jaxseg.data.cases import Case
 from jaxseg.errors import DataError
 
 
@@ -28,23 +30,25 @@ def _index(directory: Path) -> dict[str, Path]:
   return files
 
 
-def load_pair(image_path, label_path, num_classes: int, normalization: str = "zscore"):
-  """One image/label pair -> (images (N,H,W,C), labels (N,H,W)), checked."""
+def read_case(image_path, label_path, num_classes: int, name: str, group: str = "") -> Case:
+  """One image/label pair -> a checked :class:`Case` (raw intensities, spacing in mm)."""
   image = io.read_sitk(image_path)
   array = io.image_array(image, image_path)
   channels = image.GetNumberOfComponentsPerPixel() > 1
-  images = validate.normalize(validate.image_slices(array, image_path, channels=channels),
-                              normalization)
+  pixels = validate.case_image(array, image_path, channels=channels)
   label = io.read_sitk(label_path)
   label_array = io.image_array(label, label_path)
-  labels = validate.label_slices(label_array, label_path, num_classes,
-                                 channels=label.GetNumberOfComponentsPerPixel() > 1)
-  validate.check_same_shape(images, labels, image_path, label_path)
-  return images, labels
+  labels = validate.case_label(label_array, label_path, num_classes,
+                               channels=label.GetNumberOfComponentsPerPixel() > 1)
+  if pixels.shape[:-1] != labels.shape:
+    raise DataError(f"{label_path}: label shape {labels.shape} differs from image "
+                    f"{image_path} shape {pixels.shape[:-1]}")
+  spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
+  return Case(name, pixels, labels, spacing[-labels.ndim:], group)
 
 
-def load(path, *, num_classes: int = 2):
-  """Reads every pair; returns (images, labels, cases)."""
+def load(path, *, num_classes: int = 2) -> list[Case]:
+  """Reads every pair; returns the cases sorted by name."""
   root = Path(path)
   if not root.is_dir():
     raise DataError(f"{root}: no such directory (folder:PATH needs PATH/images and PATH/labels)")
@@ -61,8 +65,4 @@ def load(path, *, num_classes: int = 2):
       raise DataError(f"{labels[case]}: label without an image (expected {image_dir}/{case}.*)")
   if not images:
     raise DataError(f"{image_dir}: no image files")
-  pieces = []
-  for case in sorted(images):
-    x, y = load_pair(images[case], labels[case], num_classes)
-    pieces.append((x, y, case))
-  return validate.stack(pieces, str(root))
+  return [read_case(images[case], labels[case], num_classes, case) for case in sorted(images)]

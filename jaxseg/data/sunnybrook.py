@@ -10,8 +10,10 @@ Each i-contour (LV endocardium; everything inside it, papillary muscles
 included, counts as LV) is filled into a binary mask and paired with image number NNNN of the
 case's short-axis (SAX) series, given by :data:`SAX_SERIES` (the challenge
 mapping used by the Kaggle/NVIDIA tutorials). For a case missing from the
-mapping the one series with an ``IM-*-NNNN.dcm`` file is used. Intensities are
-divided by 1024, as the lab does. DICOM frames without a contour are skipped.
+mapping the one series with an ``IM-*-NNNN.dcm`` file is used. Each contoured
+frame is a 2-D case named ``<patient>_<DICOM stem>`` in the group of its
+patient; the default normalisation divides by 1024, as the lab does. DICOM
+frames without a contour are skipped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxseg.data import io, validate
+from jaxseg.data.cases import Case
 from jaxseg.errors import DataError
 
 # Case -> DICOM series number of its short-axis cine stack.
@@ -129,8 +132,8 @@ def _find_dicom(image_dir: Path, case: str, number: int, contour: Path) -> Path:
   return found[0]
 
 
-def load(path, *, num_classes: int = 2):
-  """Every i-contour with its DICOM slice; returns (images, labels, cases)."""
+def load(path, *, num_classes: int = 2) -> list[Case]:
+  """Every i-contour with its DICOM slice; returns the 2-D cases."""
   root = Path(path)
   if not root.is_dir():
     raise DataError(f"{root}: no such directory (sunnybrook:PATH expects DICOM and contour folders)")
@@ -138,17 +141,18 @@ def load(path, *, num_classes: int = 2):
   if not contours:
     raise DataError(f"{root}: no IM-0001-NNNN-icontour-manual.txt contour files found")
   image_dirs = _image_dirs(root)
-  pieces = []
+  cases = []
   for contour in contours:
     case = _contour_case(contour)
     if case not in image_dirs:
       raise DataError(f"{contour}: label without an image (no DICOM folder for case {case})")
     dcm = _find_dicom(image_dirs[case], case, int(_CONTOUR.match(contour.name).group(1)), contour)
-    array, _ = io.read_image(dcm)
+    array, geometry = io.read_image(dcm)
     images = validate.image_slices(array, dcm)
     if images.shape[0] != 1:
       raise DataError(f"{dcm}: expected one 2-D slice, got {images.shape[0]}")
     mask = fill_polygon(read_contour(contour), images.shape[1:3])
     labels = validate.check_labels(mask[None], contour, num_classes)
-    pieces.append((validate.normalize(images, "div1024"), labels, case))
-  return validate.stack(pieces, str(root))
+    spacing = tuple(float(s) for s in reversed(geometry.spacing[:2]))
+    cases.append(Case(f"{case}_{dcm.stem}", images[0], labels[0], spacing, case))
+  return cases

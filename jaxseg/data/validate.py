@@ -9,42 +9,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxseg.errors import DataError
+from jaxseg.errors import ConfigError, DataError
 
 NORMALIZATIONS = ("zscore", "div1024", "none")
 
 
 def normalize(slices: np.ndarray, method: str = "zscore") -> np.ndarray:
-  """Intensity normalisation of (N, H, W, C) slices, per slice and channel.
+  """Intensity normalisation of (N, H, W, C) slices as a stack of 2-D images.
 
-  - ``zscore``: (x - mean) / std of each 2-D slice (a constant slice -> 0);
-  - ``div1024``: x / 1024, the DLI lab's scaling of Sunnybrook DICOM values;
-  - ``none``: unchanged.
+  ``zscore`` (= ``zscore-slice``) z-scores each slice and channel; any other
+  scheme of :mod:`jaxseg.data.normalization` without fitted statistics works too
+  (``zscore-volume`` / ``zscore-foreground`` then treat the stack as one case).
   """
-  x = np.asarray(slices, np.float32)
-  if method == "zscore":
-    mean = x.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
-    std = x.std(axis=(1, 2), keepdims=True, dtype=np.float64)
-    return ((x - mean) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
-  if method == "div1024":
-    return x * np.float32(1.0 / 1024)
-  if method == "none":
-    return x
-  raise DataError(f"unknown normalisation {method!r}; expected one of {NORMALIZATIONS}")
+  from jaxseg.data.normalization import Normalization
+  try:
+    return Normalization(method).apply(np.asarray(slices, np.float32))
+  except ConfigError as e:
+    raise DataError(str(e).removeprefix("--normalize: ")) from None
 
 
-def image_slices(array: np.ndarray, path, *, channels: bool = False) -> np.ndarray:
-  """Image array from read_image -> float32 (N, H, W, C), checked finite.
+def case_image(array: np.ndarray, path, *, channels: bool = False) -> np.ndarray:
+  """Image array from read_image -> float32 ``(*spatial, C)``, checked finite.
 
-  A 2-D image gives N=1; a 3-D volume is cut along its first array axis.
   ``channels`` says the last axis holds pixel components.
   """
   a = np.asarray(array)
   if not channels:
     a = a[..., None]
-  if a.ndim == 3:
-    a = a[None]
-  if a.ndim != 4:
+  if a.ndim not in (3, 4):
     raise DataError(f"{path}: array of shape {np.shape(array)} is not a 2-D image or 3-D volume")
   if a.dtype.kind not in "biuf":
     raise DataError(f"{path}: unsupported pixel type {a.dtype}")
@@ -53,6 +45,22 @@ def image_slices(array: np.ndarray, path, *, channels: bool = False) -> np.ndarr
     bad = int(np.size(a) - np.isfinite(a).sum())
     raise DataError(f"{path}: image has {bad} NaN or infinite values")
   return a
+
+
+def image_slices(array: np.ndarray, path, *, channels: bool = False) -> np.ndarray:
+  """Image array from read_image -> float32 (N, H, W, C), checked finite.
+
+  A 2-D image gives N=1; a 3-D volume is cut along its first array axis.
+  """
+  a = case_image(array, path, channels=channels)
+  return a[None] if a.ndim == 3 else a
+
+
+def case_label(array: np.ndarray, path, num_classes: int, *, channels: bool = False) -> np.ndarray:
+  """Label array from read_image -> int32 ``(*spatial)`` in [0, num_classes)."""
+  labels = label_slices(array, path, num_classes, channels=channels)
+  spatial = np.ndim(array) - (1 if channels else 0)
+  return labels[0] if spatial == 2 else labels
 
 
 def label_slices(array: np.ndarray, path, num_classes: int, *,
@@ -100,26 +108,3 @@ def check_same_shape(image: np.ndarray, label: np.ndarray, image_path, label_pat
     raise DataError(f"{label_path}: label shape {label.shape[1:]} x {label.shape[0]} slices "
                     f"differs from image {image_path} shape {image.shape[1:3]} x "
                     f"{image.shape[0]} slices")
-
-
-def stack(pieces, name: str):
-  """Concatenates (images, labels, cases) pieces, padding H/W to the largest.
-
-  Padding goes at the bottom/right with 0 (the mean after z-scoring, black
-  after /1024) and label 0, so slices of different sizes fit one array.
-  """
-  if not pieces:
-    raise DataError(f"{name}: no images found")
-  channels = {p[0].shape[-1] for p in pieces}
-  if len(channels) > 1:
-    raise DataError(f"{name}: images have different channel counts {sorted(channels)}")
-  h = max(p[0].shape[1] for p in pieces)
-  w = max(p[0].shape[2] for p in pieces)
-  images, labels, cases = [], [], []
-  for img, lab, case in pieces:
-    ph, pw = h - img.shape[1], w - img.shape[2]
-    images.append(np.pad(img, ((0, 0), (0, ph), (0, pw), (0, 0))))
-    labels.append(np.pad(lab, ((0, 0), (0, ph), (0, pw))))
-    cases.extend([case] * img.shape[0])
-  return (np.concatenate(images).astype(np.float32), np.concatenate(labels).astype(np.int32),
-          np.asarray(cases, dtype=str))

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 
 COLUMNS = ("epoch", "step", "train_loss", "train_accuracy", "train_dice",
-           "val_loss", "val_accuracy", "val_dice", "lr", "train_seconds", "epoch_seconds")
+           "val_loss", "val_accuracy", "val_dice", "val_dice_per_class", "lr", "train_seconds",
+           "epoch_seconds", "data_wait_seconds")
 
 
 class MetricsWriter:
@@ -51,7 +52,8 @@ class MetricsWriter:
       w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
       if new:
         w.writeheader()
-      w.writerow(row)
+      # the per-class Dice as one JSON cell: {"1": d1, "2": d2, ...}
+      w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
 
   def write(self, row: dict) -> None:
     if not self.enabled:
@@ -61,6 +63,9 @@ class MetricsWriter:
       for k, v in row.items():
         if k not in ("epoch", "step") and isinstance(v, (int, float)):
           self._tb.add_scalar(k.replace("_", "/", 1), v, row["epoch"])
+        elif k == "val_dice_per_class" and len(v) > 1:
+          for c, d in v.items():
+            self._tb.add_scalar(f"val/dice_class_{c}", d, row["epoch"])
       self._tb.flush()
 
   def image(self, tag: str, rgb: np.ndarray, epoch: int) -> None:

@@ -66,7 +66,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   before writing anything, and DivergenceError (with the step) when the loss
   stops being finite; the last good checkpoint stays in `workdir`.
   """
-  config.validate()
+  config = config.validate().resolved()
   workdir = os.path.abspath(workdir)
   # Before jax.distributed.initialize: it waits for every process, so no
   # process has written anything yet when each one checks the workdir.
@@ -80,6 +80,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   import jax.numpy as jnp
   from jaxseg import data as data_lib
   from jaxseg import losses, models
+  from jaxseg.data import pipeline
   from jaxseg.train import checkpoint, logging as logs, state as state_lib, step as step_lib
 
   primary = jax.process_index() == 0
@@ -94,7 +95,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   fused = config.conv_impl == "pallas" and config.loss != "wce"
   loss_fn = losses.get(config.loss, impl="pallas") if fused else losses.get(config.loss)
   train_ds, val_ds = data_lib.train_val(config.data, config.val_data, num_classes=config.num_classes,
-                                        val_fraction=config.val_fraction, seed=config.seed)
+                                        val_fraction=config.val_fraction, seed=config.seed,
+                                        normalize=config.normalize)
   # Sizes the model cannot take are zero-padded (labels: background) at the bottom/right.
   multiple = models.size_multiple(config.model)
   if multiple > 1:
@@ -108,7 +110,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
     raise ConfigError(f"--val-data: no validation images for {config.data}")
   in_channels = int(train_ds.images.shape[-1])
   model = state_lib.make_model(config, in_channels)
-  tx = state_lib.make_optimizer(config)
+  total_steps = config.epochs * steps_per_epoch
+  tx = state_lib.make_optimizer(config, total_steps)
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   host_state = jax.device_get(state_lib.create_train_state(model, tx, init_key, train_ds.images))
   stepper = step_lib.make_train_step(model, loss_fn, tx, devices=devices, mode=config.parallel)
@@ -124,6 +127,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   history: list[dict] = []
   best = (-math.inf, 0)
   start_epoch = 0
+  data_position = 0
   if resume and ckpts.latest_epoch() is not None:
     with _damaged_checkpoint_is_user_error(workdir, "latest"):
       meta = ckpts.read_meta()
@@ -131,6 +135,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
       host_state, meta = ckpts.restore(host_state)
     start_epoch, history = int(meta["epoch"]), list(meta["history"])
     best = (float(meta["best_val_dice"]), int(meta["best_epoch"]))
+    data_position = int(meta.get("data_iterator", {}).get("next_index", start_epoch * steps_per_epoch))
     _log(f"resuming {workdir} after epoch {start_epoch}", quiet)
   writer = logs.MetricsWriter(workdir, enabled=primary)
   if primary:
@@ -142,21 +147,28 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   sample = _sample_index(val_ds)
   local = stepper.local_slice(config.batch_size)
   state = stepper.put_state(host_state)
-  schedule = state_lib.make_schedule(config)
+  schedule = state_lib.make_schedule(config, total_steps)
   if show_progress is None:
     show_progress = not quiet and sys.stderr.isatty()
   meta_base = {"image_shape": list(train_ds.images.shape[1:]), "in_channels": in_channels,
                "num_train": int(len(train_ds.images)), "num_val": int(len(val_ds.images)),
-               "normalization": getattr(train_ds, "normalization", None)}
+               "normalization": train_ds.normalization.to_dict()}
+  # Every batch of the run, a function of (seed, epoch, position); the
+  # checkpoint stores the iterator's position, from which a resumed run
+  # rebuilds it (with any number of workers).
+  batches = pipeline.training_batches(train_ds.images, train_ds.labels, batch_size=config.batch_size,
+                                      steps_per_epoch=steps_per_epoch, epochs=config.epochs,
+                                      seed=config.seed, augment=config.augment)
+  batch_iter = pipeline.BatchIterator(batches, start_batch=data_position,
+                                      options=pipeline.PipelineOptions(workers=config.data_workers))
   try:
     for epoch in range(start_epoch + 1, config.epochs + 1):
       t0 = time.perf_counter()
+      waited = batch_iter.waited
       sums = {"loss": 0.0, "accuracy": 0.0, "dice": 0.0}
       bar = logs.progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", enabled=show_progress and primary)
-      batches = data_lib.batches(train_ds, config.batch_size, seed=config.seed, epoch=epoch,
-                                 shuffle=True, augment=config.augment, drop_remainder=True)
       step_no = int(host_state.step)
-      for images, labels in batches:
+      for images, labels in batch_iter.take(steps_per_epoch):
         step_no += 1
         state, m = stepper(state, np.asarray(images[local]), np.asarray(labels[local]), train_key)
         loss = float(m["loss"])
@@ -168,6 +180,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
         bar.set_postfix(loss=f"{loss:.4f}")
       bar.close()
       train_seconds = time.perf_counter() - t0
+      data_wait = batch_iter.waited - waited
       host_state = stepper.get_state(state)
       val = step_lib.evaluate(model, host_state.params, val_ds, batch_size=config.batch_size,
                               loss_fn=loss_fn, eval_step=eval_step)
@@ -177,7 +190,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
       row = {"epoch": epoch, "step": step_no,
              **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
              "val_loss": val["val_loss"], "val_accuracy": val["val_accuracy"], "val_dice": val["val_dice"],
-             "lr": float(schedule(step_no)), "train_seconds": train_seconds}
+             "val_dice_per_class": val["val_dice_per_class"],
+             "lr": float(schedule(step_no)), "train_seconds": train_seconds, "data_wait_seconds": data_wait}
       is_best = row["val_dice"] > best[0]
       if is_best:
         best = (row["val_dice"], epoch)
@@ -185,25 +199,36 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
       history.append(row)
       ckpts.save(epoch, host_state, {**meta_base, "epoch": epoch, "config": config.to_dict(),
                                      "history": history, "best_val_dice": best[0], "best_epoch": best[1],
-                                     "rng": np.asarray(train_key).tolist()}, is_best=is_best)
+                                     "rng": np.asarray(train_key).tolist(),
+                                     "data_iterator": {"next_index": batch_iter.next_index}},
+                 is_best=is_best)
       if primary:
         writer.write(row)
         _sample_figure(model, host_state.params, val_ds, sample, eval_step, workdir, epoch, writer)
+      per_class = row["val_dice_per_class"]
+      classes = ("  [" + " ".join(f"{k}:{v:.3f}" for k, v in per_class.items()) + "]") if len(per_class) > 1 else ""
       _log(f"epoch {epoch}/{config.epochs}  loss {row['train_loss']:.4f}  dice {row['train_dice']:.4f}  "
            f"val_loss {row['val_loss']:.4f}  val_accuracy {row['val_accuracy']:.4f}  "
-           f"val_dice {row['val_dice']:.4f}  ({row['epoch_seconds']:.1f} s)", quiet)
+           f"val_dice {row['val_dice']:.4f}{classes}  ({row['epoch_seconds']:.1f} s, "
+           f"{data_wait:.1f} s waiting for data)", quiet)
   finally:
+    batch_iter.close()
     writer.close()
     ckpts.close()
   if primary and history:
     logs.save_curves_png(os.path.join(workdir, "curves.png"), history)
   last = history[-1]
   timed = [r["train_seconds"] for r in history[start_epoch:]]
+  waits = [r["data_wait_seconds"] for r in history[start_epoch:] if "data_wait_seconds" in r]
   return {"model": config.model, "epochs": last["epoch"], "steps": last["step"],
           "val_dice": last["val_dice"], "val_loss": last["val_loss"], "val_accuracy": last["val_accuracy"],
+          "val_dice_per_class": last.get("val_dice_per_class", {"1": last["val_dice"]}),
           "train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"],
           "train_dice": last["train_dice"], "best_val_dice": best[0], "best_epoch": best[1],
           "train_seconds_per_epoch": float(np.median(timed)) if timed else None,
+          "data_wait_seconds_per_epoch": float(np.median(waits)) if waits else None,
+          "normalization": train_ds.normalization.to_dict(),
+          "augment": config.augment, "schedule": config.schedule,
           "workdir": workdir}
 
 
@@ -270,7 +295,7 @@ def restore_run(workdir: str, which: str = "latest"):
       meta = ckpts.read_meta(which)
       config = TrainConfig.from_dict(meta["config"])
       model = state_lib.make_model(config, int(meta["in_channels"]))
-      tx = state_lib.make_optimizer(config)
+      tx = state_lib.make_optimizer(config)  # the schedule's length does not shape the state
       sample = jnp.zeros((1, *meta["image_shape"]), jnp.float32)
       target = jax.device_get(jax.eval_shape(lambda: state_lib.create_train_state(
           model, tx, jax.random.PRNGKey(0), sample)))

@@ -20,18 +20,46 @@ class TrainState:
   opt_state: Any
 
 
-def make_schedule(config) -> optax.Schedule:
-  """The lab's learning rate: lr * decay_rate ** (step / decay_steps)."""
-  return optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
+def make_schedule(config, total_steps: int | None = None) -> optax.Schedule:
+  """The learning rate per step: a linear warm-up, then ``config.schedule``.
 
+  - ``constant``: lr;
+  - ``exponential``: the lab's ``lr * decay_rate ** (t / decay_steps)``
+    (continuous, as ``tf.train.exponential_decay`` without staircase);
+  - ``poly``: ``lr * (1 - t / T) ** 0.9`` (nnU-Net's);
+  - ``cosine``: ``lr * (1 + cos(pi t / T)) / 2``;
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """optax Adam or SGD with the lab's exponential decay of the learning rate.
-
-  lr(step) = lr * decay_rate ** (step / decay_steps)  (continuous, as in
-  `tf.train.exponential_decay` without staircase); decay_rate 1.0 is no decay.
+  with ``t`` the steps after the warm-up and ``T`` the run's steps after it
+  (``total_steps - warmup_steps``). The warm-up rises linearly from 0 to lr
+  over ``warmup_steps``: with Adam, the first steps' update sizes do not
+  depend on the gradients' scale, and a U-Net's fresh weights take them badly.
   """
-  schedule = make_schedule(config)
+  config = config.resolved() if hasattr(config, "resolved") else config
+  name = getattr(config, "schedule", None) or "exponential"
+  warmup = int(getattr(config, "warmup_steps", None) or 0)
+  rest = max(1, int(total_steps or 1) - warmup)
+  if name == "constant":
+    main = optax.constant_schedule(config.lr)
+  elif name == "exponential":
+    main = optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
+  elif name == "poly":
+    main = optax.polynomial_schedule(config.lr, 0.0, power=0.9, transition_steps=rest)
+  elif name == "cosine":
+    main = optax.cosine_decay_schedule(config.lr, decay_steps=rest)
+  else:
+    raise ConfigError(f"--schedule: unknown schedule {name!r}")
+  if warmup == 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), main], [warmup])
+
+
+def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTransformation:
+  """optax Adam or SGD (momentum 0.9) on the learning rate of :func:`make_schedule`.
+
+  ``total_steps`` (the run's) sets the length of the poly and cosine
+  schedules; the optimizer state's structure does not depend on it.
+  """
+  schedule = make_schedule(config, total_steps)
   if config.optimizer == "adam":
     return optax.adam(schedule)
   if config.optimizer == "sgd":

@@ -49,7 +49,7 @@ def test_sunnybrook_layout(tmp_path, layouts):
   # A decoy from another (non-SAX) series of SC-HF-I-1 with the same image number.
   layouts.dicom(root / "challenge_training" / "SC-HF-I-1" / "IM-0005-0048.dcm", imgs[3], 48)
   ds, none = data.load(f"sunnybrook:{root}")
-  assert none is None and ds.normalization == "div1024"
+  assert none is None and ds.normalization.scheme == "div1024"
   assert ds.images.shape == (3, 12, 10, 1) and ds.labels.shape == (3, 12, 10)
   np.testing.assert_allclose(ds.images[..., 0], np.stack([imgs[0], imgs[1], imgs[2]]) / 1024.0,
                              rtol=1e-6, atol=0)
@@ -100,7 +100,7 @@ def _acdc(tmp_path, layouts, zscore):
 
 def test_acdc_binary_lv_by_default(tmp_path, layouts, zscore_ref):
   root, images, gt = _acdc(tmp_path, layouts, zscore_ref)
-  ds, _ = data.load(f"acdc:{root}")
+  ds, _ = data.load(f"acdc:{root}", normalize="zscore-slice")
   np.testing.assert_allclose(ds.images[..., 0], images, atol=1e-5, rtol=1e-5)
   np.testing.assert_array_equal(ds.labels, (gt == 3).astype(np.int32))
   assert ds.cases.tolist() == ["patient001"] * 6 + ["patient002"] * 6
@@ -131,7 +131,7 @@ def test_atria_layout_maps_255_masks(tmp_path, layouts, zscore_ref):
     layouts.image(root / case / "laendo.nrrd", mask, gz=True)
     vols.append(vol)
     masks.append(mask)
-  ds, _ = data.load(f"atria:{root.parent}")
+  ds, _ = data.load(f"atria:{root.parent}", normalize="zscore-slice")
   np.testing.assert_allclose(ds.images[..., 0], zscore_ref(np.concatenate(vols)), atol=1e-5, rtol=1e-5)
   np.testing.assert_array_equal(ds.labels, np.concatenate(masks) // 255)
   assert ds.cases.tolist()[::4] == ["Training Set/0RZDK210BSMWAA6467LU", "Training Set/1D7CUD1955YZPGK8XHJX"]
@@ -150,7 +150,7 @@ def test_folder_mixed_formats_2d_and_3d(tmp_path, layouts, zscore_ref):
   layouts.image(root / "labels" / "a.png", a_lab)
   layouts.image(root / "images" / "b.mha", b)
   layouts.image(root / "labels" / "b.nrrd", b_lab)
-  ds, _ = data.load(f"folder:{root}")
+  ds, _ = data.load(f"folder:{root}", normalize="zscore-slice")
   assert ds.images.shape == (3, 8, 7, 1)  # padded to the largest H and W
   np.testing.assert_allclose(ds.images[0, :6, :7, 0], zscore_ref(a), atol=1e-5)
   np.testing.assert_allclose(ds.images[1:, :8, :5, 0], zscore_ref(b), atol=1e-5)
@@ -167,7 +167,7 @@ def test_folder_rgb_images_keep_channels(tmp_path, layouts, zscore_ref):
   lab = rng.integers(0, 2, size=(5, 6)).astype(np.uint8)
   layouts.image(tmp_path / "images" / "x.png", rgb, vector=True)
   layouts.image(tmp_path / "labels" / "x.png", lab)
-  ds, _ = data.load(f"folder:{tmp_path}")
+  ds, _ = data.load(f"folder:{tmp_path}", normalize="zscore-slice")
   assert ds.images.shape == (1, 5, 6, 3)
   np.testing.assert_allclose(ds.images[0], np.moveaxis(zscore_ref(np.moveaxis(rgb, -1, 0)), 0, -1),
                              atol=1e-5)
@@ -201,7 +201,8 @@ def test_geometry_roundtrip(tmp_path, layouts, name):
 
 def test_image_to_slices_matches_loader(tmp_path, layouts, zscore_ref):
   vol = np.random.default_rng(6).normal(size=(3, 4, 5)).astype(np.float32)
-  np.testing.assert_allclose(data.image_to_slices(vol)[..., 0], zscore_ref(vol), atol=1e-5)
+  np.testing.assert_allclose(data.image_to_slices(vol, normalization="zscore-slice")[..., 0],
+                             zscore_ref(vol), atol=1e-5)
   np.testing.assert_allclose(data.image_to_slices(vol[0], normalization="div1024")[0, ..., 0],
                              vol[0] / 1024, rtol=1e-6)
 
@@ -255,4 +256,4 @@ def test_dataset_padded_to_multiple():
   padded = ds.padded_to(16)
   assert padded.images.shape == (2, 48, 48, 1) and padded.labels.shape == (2, 48, 48)
   np.testing.assert_array_equal(padded.images[:, :40, :40], ds.images)
-  assert padded.labels.sum() == ds.labels.sum() and padded.normalization == "div1024"
+  assert padded.labels.sum() == ds.labels.sum() and padded.normalization.scheme == "div1024"

@@ -26,7 +26,7 @@ def test_spec_split_shapes_and_lab_normalisation():
   raw, labels = synthetic.generate(4, size=64, seed=1)
   np.testing.assert_allclose(train.images[..., 0], raw / 1024.0, rtol=1e-6, atol=0)
   np.testing.assert_array_equal(train.labels, labels)
-  assert train.normalization == "div1024"
+  assert train.normalization.scheme == "div1024"
   assert len(set(train.cases)) == 4 and not set(train.cases) & set(val.cases)
   # The validation images do not depend on how many training images there are.
   _, val2 = data.load("synthetic:7,2,64", seed=1)

@@ -6,7 +6,7 @@ from jaxseg.train import TrainConfig
 
 TINY_DATA = "synthetic:16,8,32"
 # Fields of a metrics row that depend on wall-clock time, not on the numbers.
-TIMING = ("epoch_seconds", "train_seconds")
+TIMING = ("epoch_seconds", "train_seconds", "data_wait_seconds")
 
 
 def tiny_config(**kw) -> TrainConfig:
