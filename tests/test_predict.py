@@ -42,7 +42,7 @@ def _write_run(workdir, model_name, image_shape, *, seed=0):
   state = state_lib.TrainState(step=np.zeros((), np.int32), params=params,
                                opt_state=jax.device_get(tx.init(params)))
   meta = {"image_shape": list(image_shape), "in_channels": 1, "num_train": 1, "num_val": 1,
-          "normalization": "zscore", "epoch": 1, "config": config.to_dict(), "history": [],
+          "normalization": {"scheme": "zscore-volume"}, "epoch": 1, "config": config.to_dict(), "history": [],
           "best_val_dice": 0.5, "best_epoch": 1, "rng": [0, 0]}
   ckpts = checkpoint.Checkpoints(str(workdir))
   ckpts.save(1, state, meta, is_best=True)

@@ -49,19 +49,15 @@ def segment(model, params, images, *, window, overlap: float = 0.5, batch_size: 
   return probs.argmax(-1).astype(np.int32)
 
 
-def _images(array, geometry, *, spatial_dims: int, normalization: str, channels: bool, path):
-  """The input as normalised (N, *spatial, C) model inputs: 2-D slices, or one volume."""
+def _images(array, geometry, *, spatial_dims: int, normalization, channels: bool, path):
+  """The input as normalised (N, *spatial, C) model inputs: one case normalised as training did
+  (`normalization`: the run's stored scheme and statistics), then 2-D slices or one volume."""
   from jaxseg import data as data_lib
   from jaxseg.errors import DataError
-  if spatial_dims == 2:
-    return data_lib.image_to_slices(array, normalization=normalization, channels=channels, path=path)
-  if len(geometry.size) != 3:
+  if spatial_dims == 3 and len(geometry.size) != 3:
     raise DataError(f"{path}: a 2-D image, but the run's model is a 3-D model: it segments volumes")
-  volume = data_lib.image_to_slices(array, normalization="none", channels=channels, path=path)
-  d, h, w, c = volume.shape
-  # One case: statistics over the whole volume (each slice stacked as rows of one image).
-  flat = data_lib.normalize(volume.reshape(1, d * h, w, c), normalization)
-  return flat.reshape(1, d, h, w, c)
+  images = data_lib.image_to_slices(array, normalization=normalization, channels=channels, path=path)
+  return images if spatial_dims == 2 else images[None]
 
 
 def run(args):
@@ -85,7 +81,7 @@ def run(args):
   channels = array.ndim == len(geometry.size) + 1
   nd = models.spatial_dims(config.model)
   images = _images(array, geometry, spatial_dims=nd, channels=channels, path=args.input,
-                   normalization=meta.get("normalization") or "zscore")
+                   normalization=meta.get("normalization"))
   if images.shape[-1] != meta["in_channels"]:
     raise DataError(f"{args.input}: {images.shape[-1]} channels, the model takes {meta['in_channels']}")
   window = inference_window(meta, nd)
