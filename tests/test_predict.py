@@ -24,7 +24,7 @@ def _run(capsys, *argv):
   return status, out.out, out.err
 
 
-def _write_run(workdir, model_name, image_shape, *, seed=0):
+def _write_run(workdir, model_name, image_shape, *, normalization, seed=0):
   config = TrainConfig(model=model_name, data="synthetic", epochs=1, batch_size=1)
   model = models.create(model_name)
   tx = state_lib.make_optimizer(config)
@@ -42,7 +42,7 @@ def _write_run(workdir, model_name, image_shape, *, seed=0):
   state = state_lib.TrainState(step=np.zeros((), np.int32), params=params,
                                opt_state=jax.device_get(tx.init(params)))
   meta = {"image_shape": list(image_shape), "in_channels": 1, "num_train": 1, "num_val": 1,
-          "normalization": {"scheme": "zscore-volume"}, "epoch": 1, "config": config.to_dict(), "history": [],
+          "normalization": {"scheme": normalization}, "epoch": 1, "config": config.to_dict(), "history": [],
           "best_val_dice": 0.5, "best_epoch": 1, "rng": [0, 0]}
   ckpts = checkpoint.Checkpoints(str(workdir))
   ckpts.save(1, state, meta, is_best=True)
@@ -67,7 +67,7 @@ ROTATED = (0.0, 0.0, 1.0, 0.0, 1.0, 0.0, -1.0, 0.0, 0.0)  # a 90-degree rotation
 @pytest.fixture(scope="module")
 def run3d(tmp_path_factory):
   work = tmp_path_factory.mktemp("run3d")
-  model, params = _write_run(work, "unet3d_small", (8, 16, 16, 1))
+  model, params = _write_run(work, "unet3d_small", (8, 16, 16, 1), normalization="zscore-volume")
   return work, model, params
 
 
@@ -114,7 +114,7 @@ def test_overlap_outside_0_1_is_a_one_line_error(run3d, tmp_path, capsys, overla
 
 def test_2d_model_segments_a_volume_slice_by_slice_with_the_training_window(tmp_path, capsys):
   work = tmp_path / "run2d"
-  model, params = _write_run(work, "cnn3", (12, 12, 1))
+  model, params = _write_run(work, "cnn3", (12, 12, 1), normalization="zscore-slice")
   vol, img = _volume(tmp_path / "v.mha", (3, 21, 17), spacing=(0.7, 0.8, 3.0),
                      origin=(1.0, 2.0, 3.0), direction=ROTATED)
   status, out, err = _run(capsys, "predict", "--workdir", work, tmp_path / "v.mha",
@@ -124,7 +124,7 @@ def test_2d_model_segments_a_volume_slice_by_slice_with_the_training_window(tmp_
   assert summary["window"] == [12, 12] and summary["slices"] == 3 and summary["mirror"]
   seg = sitk.ReadImage(str(tmp_path / "seg.mha"))
   assert seg.GetSize() == img.GetSize() and seg.GetDirection() == img.GetDirection()
-  # each slice z-scored on its own (the run's "zscore"), windows per slice, all flips
+  # each slice z-scored on its own (the run's "zscore-slice"), windows per slice, all flips
   m = vol.mean(axis=(1, 2), keepdims=True)
   s = vol.std(axis=(1, 2), keepdims=True)
   x = ((vol - m) / s)[..., None]
