@@ -10,7 +10,7 @@ import os
 from jaxseg.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
-PARALLEL = ("pmap", "shard_map")
+PARALLEL = ("pmap", "shard_map", "jit")  # jaxseg.train.step.LAYOUTS
 
 # Fields that decide the numbers a run produces: `--resume` refuses a
 # checkpoint whose run used different values (epochs may grow on resume).
