@@ -106,6 +106,10 @@ def _check(args):
     raise ConfigError(f"--devices: must be >= 1, got {args.devices}")
   if args.devices > 1 and (args.what != "train" or args.peers or args.sweep):
     raise ConfigError("--devices: only with --what train, without --peers and --sweep")
+  from jaxseg.bench.parallel import LAYOUTS
+  bad = [l for l in args.parallel if l not in LAYOUTS]
+  if bad or not args.parallel:
+    raise ConfigError(f"--parallel: unknown layout {', '.join(bad) or '(none)'}; choose from {', '.join(LAYOUTS)}")
 
 
 def run(args):

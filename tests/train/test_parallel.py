@@ -246,3 +246,26 @@ def test_resume_on_other_devices_continues_the_run(tmp_path):
   assert again["steps"] == full["steps"] == 8
   for k in ("val_loss", "val_dice", "val_accuracy", "train_loss", "train_dice", "train_accuracy"):
     np.testing.assert_allclose(again[k], full[k], rtol=1e-5, err_msg=k)
+
+
+def test_bench_layouts_json_and_the_jit_partitioning(capsys):
+  """`jaxseg bench --what train --devices 2`: every layout timed after a checked first step;
+  with XLA's own convs (im2col: no custom calls), jit's partitioner splits the batch
+  (all-reduces, no all-gather)."""
+  import json
+  from jaxseg import cli
+  status = cli.main(["bench", "--what", "train", "--model", "cnn3", "--devices", "2", "--image-size", "16",
+                     "--batch-size", "4", "--steps", "1", "--rounds", "2", "--warmup", "0", "--impls", "im2col",
+                     "--json"])
+  assert status == 0
+  res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert "wrong" not in res and res["devices"] == 2
+  assert list(res["layouts"]) == ["1 device", "pmap", "shard_map", "jit"]
+  for name, r in res["layouts"].items():
+    assert r["step_seconds"] > 0 and r["over_one_device"] == pytest.approx(
+        r["step_seconds"] / res["layouts"]["1 device"]["step_seconds"])
+    np.testing.assert_allclose(res["first_step"][name]["loss"], res["first_step"]["1 device"]["loss"],
+                               rtol=1e-6)
+  ops = res["layouts"]["jit"]["hlo_ops"]
+  assert ops.get("all-reduce", 0) >= 1 and "all-gather" not in ops and "custom-call" not in ops
+  assert "all-reduce" not in res["layouts"]["1 device"]["hlo_ops"]
