@@ -141,7 +141,8 @@ def run(args) -> dict:
   info = device_info()
   print(f"device: {info['platform']} / {info['device_kind']} x{info['device_count']}, jax {info['jax']}, "
         f"{info['host_cpus']} host cpus, load average {' '.join(f'{v:.2f}' for v in info['load_avg'])}, "
-        f"XLA_FLAGS={info.get('xla_flags') or '(unset)'}")
+        f"XLA_FLAGS={info.get('xla_flags') or '(unset)'}, "
+        f"C++ conv kernels {'on' if info.get('cpu_conv_kernels') else 'off'}")
   result = bench_layouts(model, devices=args.devices, layouts=tuple(args.parallel),
                          batch_size=args.batch_size, image_size=args.image_size, conv_impl=impls[0],
                          steps=args.steps, rounds=args.rounds, warmup=args.warmup,
