@@ -36,7 +36,7 @@ def hlo_op_counts(hlo_text: str) -> dict:
 
 
 def bench_layouts(model_name: str = "unet_small", *, devices: int = 4, layouts=LAYOUTS,
-                  batch_size: int = 8, image_size: int = 256, conv_impl: str = "lax",
+                  batch_size: int = 8, image_size=256, conv_impl: str = "auto",
                   steps: int = 3, rounds: int = 3, warmup: int = 1, loss: str = "ce+dice",
                   log=None) -> dict:
   """Median step seconds on one device and per layout on `devices`, interleaved rounds."""
@@ -135,7 +135,7 @@ def run(args) -> dict:
   model = args.model or "unet_small"
   if model not in MODELS:
     raise ConfigError(f"--model: unknown model {model!r}; choose one of {', '.join(MODELS)}")
-  impls = list(args.impls or ("lax",))
+  impls = list(args.impls or ("auto",))
   if len(impls) != 1:
     raise ConfigError("--impls: one conv impl with --devices")
   info = device_info()

@@ -14,6 +14,8 @@ Every layout computes the one-device update of the global batch:
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,9 +167,16 @@ class Stepper:
     rng = jax.make_array_from_process_local_data(self._replicated, np.asarray(rng))
     return state, put(images), put(labels), rng
 
+  def _mesh_context(self):
+    """jit: the mesh set while tracing and running, so that `jaxseg.ops` runs its C++
+    custom calls per batch shard (`ops.sharding.per_batch_shard`) instead of letting
+    XLA's partitioner gather the whole batch around them."""
+    return jax.set_mesh(self.mesh) if self.mode == "jit" else contextlib.nullcontext()
+
   def __call__(self, state, images, labels, rng):
     """One step on this process's slice of the global batch -> (state, metrics on host)."""
-    state, metrics = self._step(*self._device_args(state, images, labels, rng))
+    with self._mesh_context():
+      state, metrics = self._step(*self._device_args(state, images, labels, rng))
     if self.mode == "pmap":
       metrics = jax.tree.map(lambda m: m[0], metrics)
     elif self.mode != "single":
@@ -177,7 +186,8 @@ class Stepper:
   def lower(self, state, images, labels, rng):
     """The step lowered for these arguments (``.compile().as_text()`` shows the
     collectives XLA placed); compiling it fills the cache that the call uses."""
-    return self._step.lower(*self._device_args(state, images, labels, rng))
+    with self._mesh_context():
+      return self._step.lower(*self._device_args(state, images, labels, rng))
 
 
 def make_train_step(model, loss_fn, tx, *, devices: int = 1, mode: str = "pmap") -> Stepper:
