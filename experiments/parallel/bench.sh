@@ -14,8 +14,8 @@ uptime
 for n in 4 2; do
   XLA_FLAGS=--xla_force_host_platform_device_count=$n $J $B --model unet_small --devices $n | tee "$OUT/bench_unet_small_$n.txt"
 done
-# XLA's own convolutions only (no custom calls for the partitioner to work around)
-JAXSEG_CPU_KERNELS=0 XLA_FLAGS=--xla_force_host_platform_device_count=4 $J $B --model unet_small --devices 4 \
-    | tee "$OUT/bench_unet_small_4_xla_convs.txt"
+# plain XLA convolutions (conv impl lax: no C++ custom calls)
+XLA_FLAGS=--xla_force_host_platform_device_count=4 $J $B --model unet_small --devices 4 --impls lax \
+    | tee "$OUT/bench_unet_small_4_lax.txt"
 XLA_FLAGS=--xla_force_host_platform_device_count=4 $J $B --model fcn --devices 4 | tee "$OUT/bench_fcn_4.txt"
 uptime
