@@ -84,8 +84,8 @@ class Stepper:
   "shard_map": one `jax.jit(jax.shard_map(...))` over a 1-D mesh ("data",),
   state replicated, batch sharded on its first axis. "jit": `jax.jit` of the
   one-device step on global arrays with the same shardings (state replicated,
-  batch sharded on "data"); XLA's SPMD partitioner places the collectives.
-  In a multi-process run, each process passes only its own slice of the
+  batch sharded on "data"), traced and run with the mesh set; XLA's SPMD
+  partitioner places the collectives. In a multi-process run, each process passes only its own slice of the
   global batch (`local_slice`) and the collectives span every process.
   """
 
