@@ -7,6 +7,11 @@ a scalar. ``C == 1`` means one sigmoid logit per pixel (binary, labels 0/1);
 work in log space (``log_softmax`` / ``log_sigmoid``), so logits of +-1e4 give
 finite values and finite gradients, and an all-background mask is fine.
 
+Every loss takes ``axis_name=None``: inside `jax.pmap` or `jax.shard_map`
+over that axis, the logits and labels are one device's slice of the batch,
+and the loss sums its numerators and denominators over the axis before
+dividing, so it is the loss of the global batch (`jaxseg._global`).
+
 Pick a loss by name with :func:`get`, e.g. ``get("ce+dice")``.
 """
 
@@ -14,11 +19,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
+from jaxseg._global import global_mean, global_sum
 from jaxseg.errors import ConfigError, UserError
 
 LOSSES = ("ce", "wce", "dice", "ce+dice")
@@ -55,6 +62,7 @@ def softmax_cross_entropy(
     labels: jax.typing.ArrayLike,
     *,
     class_weights: Optional[jax.typing.ArrayLike] = None,
+    axis_name=None,
 ) -> jax.Array:
   r"""Mean (optionally class-weighted) cross-entropy with integer labels.
 
@@ -78,6 +86,8 @@ def softmax_cross_entropy(
     logits: ``(N, *spatial, C)`` unnormalised scores.
     labels: ``(N, *spatial)`` integers in ``[0, C)`` (``[0, 1]`` if ``C == 1``).
     class_weights: optional ``(C,)`` weights (``(2,)`` if ``C == 1``).
+    axis_name: mapped axis whose devices hold the rest of the batch: the
+      weighted sum and the total weight are summed over it before dividing.
 
   Returns:
     Scalar loss.
@@ -102,14 +112,14 @@ def softmax_cross_entropy(
     hit = labels[..., None] == jnp.arange(logits.shape[-1], dtype=labels.dtype)
     ce = -jnp.sum(jnp.where(hit, log_p, 0.0), axis=-1)
   if class_weights is None:
-    return jnp.mean(ce)
+    return global_mean(ce, axis_name)
   class_weights = jnp.asarray(class_weights, logits.dtype)
   if class_weights.shape != (num_classes,):
     raise UserError(f"class_weights has shape {class_weights.shape}, "
                     f"expected ({num_classes},) for {num_classes} classes")
   w = class_weights[labels]
-  total = jnp.sum(w)
-  return jnp.sum(w * ce) / jnp.where(total > 0, total, 1.0)
+  weighted, total = global_sum((jnp.sum(w * ce), jnp.sum(w)), axis_name)
+  return weighted / jnp.where(total > 0, total, 1.0)
 
 
 def weighted_cross_entropy(
@@ -117,6 +127,7 @@ def weighted_cross_entropy(
     labels: jax.typing.ArrayLike,
     *,
     beta: jax.typing.ArrayLike,
+    axis_name=None,
 ) -> jax.Array:
   r"""Binary cross-entropy with weight ``beta`` on the positives (lecture 002).
 
@@ -138,6 +149,7 @@ def weighted_cross_entropy(
     logits: ``(N, *spatial, C)`` with ``C`` 1 or 2.
     labels: ``(N, *spatial)`` in ``{0, 1}``.
     beta: weight of the positive (class 1) pixels.
+    axis_name: mapped axis whose devices hold the rest of the batch.
 
   Returns:
     Scalar loss.
@@ -150,7 +162,7 @@ def weighted_cross_entropy(
   x = _foreground_log_odds(logits)
   t = (labels == 1).astype(logits.dtype)
   loss = -(beta * t * jax.nn.log_sigmoid(x) + (1.0 - t) * jax.nn.log_sigmoid(-x))
-  return jnp.mean(loss)
+  return global_mean(loss, axis_name)
 
 
 def _soft_dice_terms(logits: jax.Array, labels: jax.Array):
@@ -170,6 +182,7 @@ def dice_loss(
     labels: jax.typing.ArrayLike,
     *,
     smooth: jax.typing.ArrayLike = 1.0,
+    axis_name=None,
 ) -> jax.Array:
   r"""Soft Dice loss, global over all pixels of the batch.
 
@@ -194,6 +207,9 @@ def dice_loss(
     logits: ``(N, *spatial, C)``.
     labels: ``(N, *spatial)`` integers.
     smooth: additive smoothing :math:`s` in numerator and denominator.
+    axis_name: mapped axis whose devices hold the rest of the batch: the
+      per-class intersections and totals are summed over it, so the sums run
+      over every pixel of the global batch.
 
   Returns:
     Scalar loss in ``[0, 1]``.
@@ -204,6 +220,7 @@ def dice_loss(
   axes = tuple(range(probs.ndim - 1))
   inter = jnp.sum(probs * targets, axis=axes)
   total = jnp.sum(probs, axis=axes) + jnp.sum(targets, axis=axes)
+  inter, total = global_sum((inter, total), axis_name)
   return jnp.mean(1.0 - (2.0 * inter + smooth) / (total + smooth))
 
 
@@ -213,38 +230,44 @@ def dice_ce_loss(
     *,
     smooth: jax.typing.ArrayLike = 1.0,
     class_weights: Optional[jax.typing.ArrayLike] = None,
+    axis_name=None,
 ) -> jax.Array:
-  r"""Cross-entropy (local) plus soft Dice (global), unweighted sum.
+  r"""Cross-entropy (per pixel) plus soft Dice (global), unweighted sum.
 
   .. math::
     L = L_\mathrm{CE}(\text{class\_weights}) + L_\mathrm{Dice}(s)
 
   See :func:`softmax_cross_entropy` and :func:`dice_loss`.
   """
-  return (softmax_cross_entropy(logits, labels, class_weights=class_weights)
-          + dice_loss(logits, labels, smooth=smooth))
+  return (softmax_cross_entropy(logits, labels, class_weights=class_weights, axis_name=axis_name)
+          + dice_loss(logits, labels, smooth=smooth, axis_name=axis_name))
 
 
-def fused_losses(logits, labels, *, smooth=1.0):
+def fused_losses(logits, labels, *, smooth=1.0, axis_name=None):
   """(ce, dice) from one pass of the Pallas kernel `kernels.fused_loss.fused_ce_dice`.
 
   The same values as :func:`softmax_cross_entropy` (unweighted) and
   :func:`dice_loss`, with their gradients, but the logits are read once: the
   kernel yields the mean CE and the per-class Dice sums (intersection,
-  prediction, label) of the whole batch.
+  prediction, label) of the whole batch. With ``axis_name`` the CE sum,
+  pixel count and Dice sums are summed over the mapped axis first.
   """
   from kernels.fused_loss import fused_ce_dice  # the kernels ship with jaxseg
   logits, labels = _as_float(logits), jnp.asarray(labels)
   _check_shapes(logits, labels, "fused_losses")
   ce, inter, pred, label = fused_ce_dice(logits, labels)
+  if axis_name is not None:
+    pixels = jnp.asarray(math.prod(labels.shape), ce.dtype)
+    ce_sum, pixels, inter, pred, label = global_sum((ce * pixels, pixels, inter, pred, label), axis_name)
+    ce = ce_sum / pixels
   fg = slice(1, None)  # C == 1 comes back as the two classes [background, foreground]
   dice = jnp.mean(1.0 - (2.0 * inter[fg] + smooth) / (pred[fg] + label[fg] + smooth))
   return ce, dice
 
 
 def _fused(name):
-  def loss(logits, labels, *, smooth=1.0):
-    ce, dice = fused_losses(logits, labels, smooth=smooth)
+  def loss(logits, labels, *, smooth=1.0, axis_name=None):
+    ce, dice = fused_losses(logits, labels, smooth=smooth, axis_name=axis_name)
     return {"ce": ce, "dice": dice, "ce+dice": ce + dice}[name]
   loss.__doc__ = f"{name!r} computed by the fused Pallas loss kernel."
   return loss
@@ -266,7 +289,8 @@ def get(name: str, *, impl: str = "xla", **kwargs) -> LossFn:
 
   Names are those of :data:`LOSSES` (the ``--loss`` flag). Keyword arguments
   are bound to the loss (e.g. ``get("wce", beta=5.0)``,
-  ``get("ce", class_weights=w)``); ``"wce"`` uses
+  ``get("ce", class_weights=w)``), all but ``axis_name``, which the caller
+  passes (the data-parallel train steps do); ``"wce"`` uses
   ``beta=DEFAULT_WCE_BETA`` (10) unless given. ``impl="pallas"`` computes
   ``"ce"``, ``"dice"`` and ``"ce+dice"`` with the fused Pallas kernel
   (:func:`fused_losses`; no class weights).
@@ -285,7 +309,7 @@ def get(name: str, *, impl: str = "xla", **kwargs) -> LossFn:
   else:
     fn = _BY_NAME[name]
   allowed = [p.name for p in inspect.signature(fn).parameters.values()
-             if p.kind is inspect.Parameter.KEYWORD_ONLY]
+             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "axis_name"]
   unknown = sorted(set(kwargs) - set(allowed))
   if unknown:
     raise ConfigError(f"loss {name!r} takes no option {', '.join(unknown)}; "

@@ -2,7 +2,10 @@
 
 All take ``logits`` ``(N, *spatial, C)`` and integer ``labels``
 ``(N, *spatial)``; the prediction is ``argmax`` over classes (``C == 1``:
-``logit > 0``). Any number of spatial dims; all jit-able.
+``logit > 0``). Any number of spatial dims; all jit-able. With
+``axis_name`` (inside `jax.pmap` / `jax.shard_map` over a batch axis) the
+sums and counts are summed over the devices before dividing, so N devices
+give the value of the global batch (`jaxseg._global`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jaxseg._global import global_mean, global_sum
 from jaxseg.errors import UserError
 
 _EMPTY = ("ignore", "one")
@@ -56,13 +60,14 @@ def dice_from_counts(
     label_sum: jax.typing.ArrayLike,
     *,
     smooth: jax.typing.ArrayLike = 1.0,
+    axis_name=None,
 ) -> jax.Array:
-  r"""Mean over images of :math:`(2|A∩B| + s) / (|A| + |B| + s)`."""
+  r"""Mean over images (of the global batch) of :math:`(2|A∩B| + s) / (|A| + |B| + s)`."""
   intersection = jnp.asarray(intersection, jnp.float32)
   per_image = (2.0 * intersection + smooth) / (
       jnp.asarray(pred_sum, jnp.float32) + jnp.asarray(label_sum, jnp.float32)
       + smooth)
-  return jnp.mean(per_image)
+  return global_mean(per_image, axis_name)
 
 
 def dice_coef(
@@ -70,6 +75,7 @@ def dice_coef(
     labels: jax.typing.ArrayLike,
     *,
     smooth: jax.typing.ArrayLike = 1.0,
+    axis_name=None,
 ) -> jax.Array:
   r"""The lab's hard Dice coefficient of the foreground (class 1).
 
@@ -86,7 +92,7 @@ def dice_coef(
   Returns:
     Scalar in ``[0, 1]``.
   """
-  return dice_from_counts(*dice_counts(logits, labels), smooth=smooth)
+  return dice_from_counts(*dice_counts(logits, labels), smooth=smooth, axis_name=axis_name)
 
 
 def dice_coef_per_class(
@@ -125,6 +131,7 @@ def per_class_dice(
     *,
     num_classes: Optional[int] = None,
     empty: str = "ignore",
+    axis_name=None,
 ) -> jax.Array:
   r"""Hard Dice of every class, over all pixels of the batch, shape ``(K,)``.
 
@@ -148,6 +155,7 @@ def per_class_dice(
   b = (labels[..., None] == classes).reshape(-1, k)
   inter = jnp.sum(a & b, axis=0, dtype=jnp.float32)
   total = jnp.sum(a, axis=0, dtype=jnp.float32) + jnp.sum(b, axis=0, dtype=jnp.float32)
+  inter, total = global_sum((inter, total), axis_name)
   fill = jnp.nan if empty == "ignore" else 1.0
   return jnp.where(total > 0, 2.0 * inter / jnp.where(total > 0, total, 1.0), fill)
 
@@ -169,6 +177,7 @@ def iou(
     labels: jax.typing.ArrayLike,
     *,
     smooth: jax.typing.ArrayLike = 1.0,
+    axis_name=None,
 ) -> jax.Array:
   r"""Foreground intersection over union (Jaccard), per image, batch mean.
 
@@ -177,10 +186,11 @@ def iou(
   :math:`|A \cup B| = |A| + |B| - |A \cap B|`, then the mean over the batch.
   """
   inter, a, b = dice_counts(logits, labels)
-  return jnp.mean((inter + smooth) / (a + b - inter + smooth))
+  return global_mean((inter + smooth) / (a + b - inter + smooth), axis_name)
 
 
-def pixel_accuracy(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
+def pixel_accuracy(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+                   axis_name=None) -> jax.Array:
   """Fraction of all pixels in the batch whose predicted class is the label.
 
   Keras' ``'accuracy'`` metric of the lab. Note that predicting background
@@ -189,4 +199,4 @@ def pixel_accuracy(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -
   """
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   _check_shapes(logits, labels, "pixel_accuracy")
-  return jnp.mean((predict_classes(logits) == labels).astype(jnp.float32))
+  return global_mean((predict_classes(logits) == labels).astype(jnp.float32), axis_name)

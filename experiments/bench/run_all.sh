@@ -34,4 +34,6 @@ GLIBC_TUNABLES=glibc.malloc.hugetlb=1 XLA_FLAGS=--xla_cpu_experimental_ynn_fusio
 .venv/bin/python experiments/bench/step_variants.py --model fcn --steps 5 --rounds 4 --variants base,no_winograd
 .venv/bin/python experiments/bench/step_variants.py --model unet_small --steps 3 --rounds 4 --variants base,no_winograd,winograd_64_64,winograd_100_64,winograd_32_128
 bash experiments/bench/xla_flags.sh fcn 2
+# data parallelism: one device vs pmap, shard_map and jit on faked CPU devices
+bash experiments/parallel/bench.sh
 uptime

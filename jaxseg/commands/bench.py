@@ -43,7 +43,7 @@ def add_arguments(parser):
                       help="train: also PyTorch (CPU) and Keras 3 on JAX, interleaved; ratios. "
                            "conv: a PyTorch column per layer (fwd+bwd, in turn with the auto row)")
   parser.add_argument("--rounds", type=int, default=3,
-                      help="--peers: blocks of --steps per framework, taken in turn")
+                      help="--peers, --devices: blocks of --steps per framework or layout, taken in turn")
   parser.add_argument("--sweep", action="store_true",
                       help="time and memory vs image size and batch size")
   parser.add_argument("--sizes", type=_ints, default=(64, 128, 256, 512),
@@ -55,6 +55,12 @@ def add_arguments(parser):
   parser.add_argument("--step", choices=("product", "plain"), default="product",
                       help="train: the step of jaxseg.train (product) or a bare one (plain)")
   parser.add_argument("--plot", metavar="FILE", default=None, help="PNG of the sweep")
+  parser.add_argument("--devices", type=int, default=1,
+                      help="train: time the step on one device and data-parallel on this many, "
+                           "in interleaved --rounds (default model unet_small; on a CPU fake devices "
+                           "with XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+  parser.add_argument("--parallel", type=_csv, default=("pmap", "shard_map", "jit"),
+                      help="with --devices > 1: comma-separated layouts (default pmap,shard_map,jit)")
   parser.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
 
 
@@ -96,6 +102,14 @@ def _check(args):
     raise ConfigError("--gemm-sizes: need positive integers")
   if args.plot and not args.sweep:
     raise ConfigError("--plot: plots the sweep; add --sweep")
+  if args.devices < 1:
+    raise ConfigError(f"--devices: must be >= 1, got {args.devices}")
+  if args.devices > 1 and (args.what != "train" or args.peers or args.sweep):
+    raise ConfigError("--devices: only with --what train, without --peers and --sweep")
+  from jaxseg.bench.parallel import LAYOUTS
+  bad = [l for l in args.parallel if l not in LAYOUTS]
+  if bad or not args.parallel:
+    raise ConfigError(f"--parallel: unknown layout {', '.join(bad) or '(none)'}; choose from {', '.join(LAYOUTS)}")
 
 
 def run(args):
@@ -105,7 +119,10 @@ def run(args):
     from jaxseg.bench import peers
     peers.require_peers()  # before any slow work: a missing peer is one line, exit 2
   from jaxseg.bench import report
-  if args.what == "conv":
+  if args.devices > 1:
+    from jaxseg.bench import parallel
+    result = parallel.run(args)
+  elif args.what == "conv":
     result = report.run_conv(args)
   else:
     result = report.run_train(args)

@@ -36,7 +36,8 @@ _FLAGS = {
     "data_workers": ("--data-workers", int, "Grain worker processes preparing batches (0: a background thread)"),
     "seed": ("--seed", int, "seed of initialisation, data order, augmentation and dropout"),
     "devices": ("--devices", int, "data-parallel over this many devices (default 1; all in a multi-process run)"),
-    "parallel": ("--parallel", str, "pmap or shard_map (with --devices > 1)"),
+    "parallel": ("--parallel", str, "data-parallel layout with --devices > 1: pmap, shard_map or jit "
+                 "(jax.jit over batch-sharded global arrays); each gives the one-device result"),
     "keep": ("--keep", int, "number of latest checkpoints kept (the best is kept besides)"),
     "coordinator": ("--coordinator", str, "HOST:PORT of process 0 for a multi-process run ('auto': Slurm/Open MPI detection)"),
     "num_processes": ("--num-processes", int, "number of processes of a multi-process run"),

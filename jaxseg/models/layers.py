@@ -14,6 +14,8 @@ Kernels start glorot-uniform and biases at zero, as Keras' defaults.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any, Callable, Sequence
 
@@ -172,27 +174,54 @@ def _hash32(h):
   return h ^ (h >> 16)
 
 
-def dropout_keep_mask(key, shape, rate: float):
+def dropout_keep_mask(key, shape, rate: float, *, row_offset=0):
   """Keep-mask with P(keep) = 1 - rate, from a counter-based hash keyed by `key`.
 
-  Two 32-bit words drawn from `key` (one small threefry call) seed two rounds
-  of an integer hash over the element index. On XLA:CPU this is ~9x cheaper
-  than `jax.random.bernoulli` over the whole tensor (threefry: 171 ms vs
-  19 ms for unet_small's 8x256x256x16 mask), where threefry took about a
-  tenth of the U-Net's train step. Deterministic in `key`, so runs and
-  resumes stay reproducible; statistically plain (not for cryptography).
+  Two 32-bit words drawn from `key` (one small threefry call) seed an
+  integer hash of each element's two counters: its index within its example
+  (shape[1:]) and its example's row in the *global* batch, ``row_offset +``
+  its local row. So an example gets the same mask on whichever device (and
+  at whichever local row) it lands. On XLA:CPU this is ~9x cheaper than
+  `jax.random.bernoulli` over the whole tensor (threefry: 171 ms vs 19 ms
+  for unet_small's 8x256x256x16 mask), where threefry took about a tenth of
+  the U-Net's train step. Deterministic in `key`, so runs and resumes stay
+  reproducible; statistically plain (not for cryptography).
   """
   seed = jax.random.bits(key, (2,), jnp.uint32)
-  idx = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-  h = _hash32(idx * jnp.uint32(0x9E3779B9) + seed[0])
-  h = _hash32(h ^ seed[1])
+  elem = jax.lax.iota(jnp.uint32, math.prod(shape[1:])).reshape(shape[1:])
+  row = (jnp.asarray(row_offset, jnp.uint32) + jax.lax.iota(jnp.uint32, shape[0]))
+  row_word = _hash32(row * jnp.uint32(0x85EBCA6B) + seed[1]).reshape((shape[0],) + (1,) * (len(shape) - 1))
+  h = _hash32(_hash32(elem * jnp.uint32(0x9E3779B9) + seed[0]) ^ row_word)
   return h >= jnp.uint32(min(int(round(rate * 2.0**32)), 2**32 - 1))
+
+
+# The offset of the local batch in the global one, set around `model.apply` by
+# a data-parallel step (a traced value there); read by `Dropout` at trace time.
+_ROW_OFFSET: contextvars.ContextVar = contextvars.ContextVar("jaxseg_dropout_row_offset", default=0)
+
+
+@contextlib.contextmanager
+def global_rows(offset):
+  """Within this block, `Dropout` numbers its input's rows from `offset`.
+
+  A data-parallel step whose devices each hold a slice of the batch traces
+  `model.apply` inside ``global_rows(device_index * local_batch)``, so each
+  example's dropout mask depends on its index in the global batch, not on
+  the device count (`dropout_keep_mask`). Outside, rows count from 0: one
+  device, or `jax.jit` over arrays that are the global batch.
+  """
+  token = _ROW_OFFSET.set(offset)
+  try:
+    yield
+  finally:
+    _ROW_OFFSET.reset(token)
 
 
 class Dropout(nn.Module):
   """Keras-style (inverted) dropout: active only when ``train`` (needs the "dropout" rng).
 
-  Masks come from `dropout_keep_mask` (a keyed integer hash) instead of
+  Masks come from `dropout_keep_mask` (a keyed integer hash of the element's
+  position and its example's global row, see `global_rows`) instead of
   threefry Bernoulli draws; kept values are scaled by 1 / (1 - rate).
   """
   rate: float
@@ -203,7 +232,7 @@ class Dropout(nn.Module):
       return x
     if self.rate >= 1.0:
       return jnp.zeros_like(x)
-    keep = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+    keep = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate, row_offset=_ROW_OFFSET.get())
     return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype))
 
 

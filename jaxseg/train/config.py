@@ -10,7 +10,7 @@ import os
 from jaxseg.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
-PARALLEL = ("pmap", "shard_map")
+PARALLEL = ("pmap", "shard_map", "jit")  # jaxseg.train.step.LAYOUTS
 SCHEDULES = ("constant", "exponential", "poly", "cosine")
 
 # Fields that decide the numbers a run produces: `--resume` refuses a

@@ -40,7 +40,7 @@ def test_peers_without_torch_is_one_line_exit_2(monkeypatch, capsys):
 @pytest.mark.parametrize("argv, flag", [
     (["--impls", "lax,nope"], "--impls"),
     (["--steps", "0"], "--steps"),
-    (["--what", "conv", "--peers"], "--peers"),
+    (["--what", "conv", "--patch-size", "8,8,8"], "--patch-size"),   # cnn3 is a 2-D model
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv, flag, capsys):
   assert cli.main(["bench", "--model", "cnn3", *argv]) == 2

@@ -1,12 +1,10 @@
-"""Train/eval steps: one SGD step by hand, the lr schedule, pmap and shard_map vs one device."""
+"""Train/eval steps: one SGD step by hand, the lr schedule, evaluation (data parallelism: test_parallel.py)."""
 
 import dataclasses
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxseg import losses, models
 from jaxseg.train import evaluate, make_train_step
@@ -53,28 +51,6 @@ def test_exponential_decay_is_the_labs_formula():
   sched = optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
   for s in (0, 5, 10, 25):
     np.testing.assert_allclose(float(sched(s)), 0.01 * 0.5 ** (s / 10), rtol=1e-6)
-
-
-@pytest.mark.parametrize("mode", ["pmap", "shard_map"])
-def test_data_parallel_matches_one_device(mode):
-  assert jax.device_count() >= 4
-  config = tiny_config(model="cnn3", lr=1e-2)
-  model, tx, state, images, labels = _setup(config)
-  loss_fn = losses.get("ce")
-  rng = jax.random.PRNGKey(3)
-  one = make_train_step(model, loss_fn, tx, devices=1)
-  par = make_train_step(model, loss_fn, tx, devices=4, mode=mode)
-  assert par.mode == mode
-  s1, sp = one.put_state(state), par.put_state(state)
-  for i in range(2):
-    batch = (images[4 * i:4 * i + 4].repeat(2, 0), labels[4 * i:4 * i + 4].repeat(2, 0))
-    batch = (images, labels) if i == 0 else batch
-    s1, m1 = one(s1, *batch, rng)
-    sp, mp = par(sp, *batch, rng)
-    for k in m1:
-      np.testing.assert_allclose(float(mp[k]), float(m1[k]), rtol=1e-5, atol=1e-6)
-  chex.assert_trees_all_close(par.get_state(sp).params, one.get_state(s1).params, atol=1e-5, rtol=1e-5)
-  assert int(par.get_state(sp).step) == 2
 
 
 def _numpy_dice(pred, label, smooth=1.0):
