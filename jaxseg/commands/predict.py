@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-HELP = "segment an image or volume with a trained run; the output keeps the input's geometry"
+HELP = ("segment an image or volume with a trained run; the output keeps the input's geometry (a run "
+        "trained with --spacing resamples the input to it and the probabilities back)")
 
 
 def add_arguments(parser):
@@ -25,39 +26,9 @@ def add_arguments(parser):
 
 
 def inference_window(meta: dict, spatial_dims: int) -> tuple[int, ...]:
-  """The sliding window of a run: its stored training patch size, else its training image size.
-
-  Runs store ``image_shape`` (the training examples' shape, channels last);
-  a run trained on patches stores ``patch_size``, which then wins.
-  """
-  window = meta.get("patch_size") or meta["image_shape"][:spatial_dims]
-  return tuple(int(w) for w in window)
-
-
-def segment(model, params, images, *, window, overlap: float = 0.5, batch_size: int = 8,
-            mirror: bool = False):
-  """(N, *spatial, C) normalised images -> int (N, *spatial) labels, by Gaussian-blended windows."""
-  import jax
-  import numpy as np
-  from jaxseg import inference
-  apply = jax.jit(lambda x: model.apply({"params": params}, x, train=False))
-  nd = images.ndim - 2
-  probs = inference.sliding_window(apply, images, window=window, overlap=overlap,
-                                   batch_size=batch_size, mirror_axes=tuple(range(nd)) if mirror else ())
-  if probs.shape[-1] == 1:
-    return (probs[..., 0] > 0.5).astype(np.int32)
-  return probs.argmax(-1).astype(np.int32)
-
-
-def _images(array, geometry, *, spatial_dims: int, normalization, channels: bool, path):
-  """The input as normalised (N, *spatial, C) model inputs: one case normalised as training did
-  (`normalization`: the run's stored scheme and statistics), then 2-D slices or one volume."""
-  from jaxseg import data as data_lib
-  from jaxseg.errors import DataError
-  if spatial_dims == 3 and len(geometry.size) != 3:
-    raise DataError(f"{path}: a 2-D image, but the run's model is a 3-D model: it segments volumes")
-  images = data_lib.image_to_slices(array, normalization=normalization, channels=channels, path=path)
-  return images if spatial_dims == 2 else images[None]
+  """The sliding window of a run (:func:`jaxseg.segment.run_window`)."""
+  from jaxseg.segment import run_window
+  return run_window(meta, spatial_dims)
 
 
 def run(args):
@@ -68,6 +39,8 @@ def run(args):
 
   from jaxseg import data as data_lib
   from jaxseg import models
+  from jaxseg import segment as segment_lib
+  from jaxseg.data import validate
   from jaxseg.errors import ConfigError, DataError
   from jaxseg.train import loop
   if args.batch_size < 1:
@@ -80,19 +53,25 @@ def run(args):
   array, geometry = data_lib.read_image(args.input)
   channels = array.ndim == len(geometry.size) + 1
   nd = models.spatial_dims(config.model)
-  images = _images(array, geometry, spatial_dims=nd, channels=channels, path=args.input,
-                   normalization=meta.get("normalization"))
-  if images.shape[-1] != meta["in_channels"]:
-    raise DataError(f"{args.input}: {images.shape[-1]} channels, the model takes {meta['in_channels']}")
+  if nd == 3 and len(geometry.size) != 3:
+    raise DataError(f"{args.input}: a 2-D image, but the run's model {config.model!r} is a 3-D model: "
+                    f"it segments volumes")
+  image = validate.case_image(array, args.input, channels=channels)
+  if image.shape[-1] != meta["in_channels"]:
+    raise DataError(f"{args.input}: {image.shape[-1]} channels, the model takes {meta['in_channels']}")
   window = inference_window(meta, nd)
-  labels = segment(model, params, images, window=window, overlap=args.overlap,
-                   batch_size=args.batch_size, mirror=args.mirror).astype(np.uint8)
-  if nd == 3 or len(geometry.size) == 2:
-    labels = labels[0]
+  spacing = tuple(float(s) for s in reversed(geometry.spacing))[-(image.ndim - 1):]
+  probs = segment_lib.probabilities(
+      segment_lib.forward(model, params), image, spacing, spatial_dims=nd, window=window,
+      normalization=data_lib.Normalization.from_dict(meta.get("normalization")),
+      target_spacing=meta.get("spacing") or config.spacing, overlap=args.overlap,
+      batch_size=args.batch_size, mirror=args.mirror)
+  labels = segment_lib.labels(probs).astype(np.uint8)
   data_lib.write_image(args.output, labels, geometry)
   summary = {"output": args.output, "shape": list(labels.shape),
-             "slices" if nd == 2 else "volumes": int(len(images)), "window": list(window),
-             "overlap": args.overlap, "mirror": args.mirror,
+             "slices" if nd == 2 else "volumes": int(labels.shape[0]) if nd == 2 and labels.ndim == 3 else 1,
+             "window": list(window), "overlap": args.overlap, "mirror": args.mirror,
+             "spacing": meta.get("spacing") or (list(config.spacing) if config.spacing else None),
              "foreground_pixels": int((labels > 0).sum()), "model": config.model, "epoch": int(meta["epoch"])}
   if args.json:
     print(json.dumps(summary))

@@ -15,7 +15,8 @@ HELP = "train a segmentation model (default: the lab's FCN on synthetic cardiac 
 # flag -> TrainConfig field; defaults live in TrainConfig (None here means "not given").
 _FLAGS = {
     "model": ("--model", str, "model name (fcn, fcn_deep, cnn3, dense, unet_small, unet; 3-D: unet3d_small, unet3d)"),
-    "data": ("--data", str, "data spec: synthetic[:TRAIN,VAL[,SIZE]], sunnybrook:PATH, acdc:PATH, atria:PATH, folder:PATH"),
+    "data": ("--data", str, "data spec: synthetic[:TRAIN,VAL[,SIZE]], synthetic3d[:TRAIN,VAL[,SIZE]] (volumes), "
+             "sunnybrook:PATH, acdc:PATH, atria:PATH, folder:PATH"),
     "val_data": ("--val-data", str, "validation data spec (default: hold out a fraction of the cases)"),
     "val_fraction": ("--val-fraction", float, "fraction of cases held out without --val-data"),
     "num_classes": ("--num-classes", int, "number of classes including background"),
@@ -34,6 +35,14 @@ _FLAGS = {
     "normalize": ("--normalize", str, "intensity normalisation per case: zscore-foreground (nonzero voxels), "
                   "zscore-volume, zscore-slice, ct (train-set percentile clip + z-score), div1024, none"),
     "data_workers": ("--data-workers", int, "Grain worker processes preparing batches (0: a background thread)"),
+    "patch_size": ("--patch-size", "patch", "train on patches of this size, D,H,W for a 3-D model or H,W for a "
+                   "2-D one (multiples of the model's stride), a third of them centred on foreground, "
+                   "patches_per_case per case and epoch; validation then segments whole cases by sliding windows "
+                   "of this size (overlap 0.5)"),
+    "spacing": ("--spacing", "spacing", "resample every case to this spacing in mm, Z,Y,X (a 2-D image takes Y,X), "
+                "with SimpleITK (linear for images, nearest for labels); predict resamples back"),
+    "patches_per_case": ("--patches-per-case", int, "patches drawn from each training case per epoch "
+                         "(with --patch-size, and for 3-D models)"),
     "seed": ("--seed", int, "seed of initialisation, data order, augmentation and dropout"),
     "devices": ("--devices", int, "data-parallel over this many devices (default 1; all in a multi-process run)"),
     "parallel": ("--parallel", str, "data-parallel layout with --devices > 1: pmap, shard_map or jit "
@@ -50,18 +59,52 @@ _FLAGS = {
 def _default_text(field, defaults) -> str:
   from jaxseg.train import config as config_lib
   if field == "normalize":
-    return "div1024 for synthetic and sunnybrook, zscore-foreground for acdc, atria and folder"
+    return ("div1024 for synthetic and sunnybrook, zscore-volume for synthetic3d, "
+            "zscore-foreground for acdc, atria and folder")
+  if field == "patch_size":
+    return ("none for 2-D models (whole slices); for 3-D models the median case shape rounded up to the "
+            "model's stride, at most 2^18 voxels")
+  if field == "spacing":
+    return "each case keeps its own"
+  defaults_3d = config_lib.MODEL_DEFAULTS["unet3d_small"]
+  if field in config_lib.DATA_DEFAULTS:
+    return f"{config_lib.DATA_DEFAULTS[field]}; {defaults_3d[field]} for unet3d_small and unet3d"
   if field in config_lib.LAB_DEFAULTS:
     lab, unet = config_lib.LAB_DEFAULTS[field], config_lib.MODEL_DEFAULTS["unet_small"][field]
-    return f"{lab} for the lab's models (fcn, cnn3, ...), {unet} for unet_small and unet"
+    return (f"{lab} for the lab's models (fcn, cnn3, ...), {unet} for unet_small and unet, "
+            f"{defaults_3d[field]} for unet3d_small and unet3d")
   return str(getattr(defaults, field))
+
+
+def _patch(text):
+  import argparse
+  from jaxseg.data.patches import parse_patch_size
+  from jaxseg.errors import ConfigError
+  try:
+    return parse_patch_size(text)
+  except ConfigError as e:
+    raise argparse.ArgumentTypeError(str(e).removeprefix("--patch-size: ")) from None
+
+
+def _spacing(text):
+  import argparse
+  from jaxseg.data.preprocess import parse_spacing
+  from jaxseg.errors import ConfigError
+  try:
+    return parse_spacing(text)
+  except ConfigError as e:
+    raise argparse.ArgumentTypeError(str(e).removeprefix("--spacing: ")) from None
+
+
+_TYPES = {"patch": _patch, "spacing": _spacing}
 
 
 def add_arguments(parser):
   from jaxseg.train.config import TrainConfig
   defaults = TrainConfig()
   for field, (flag, typ, text) in _FLAGS.items():
-    parser.add_argument(flag, type=typ, default=None, dest=field,
+    metavar = {"patch_size": "D,H,W|H,W", "spacing": "Z,Y,X"}.get(field)
+    parser.add_argument(flag, type=_TYPES.get(typ, typ), default=None, dest=field, metavar=metavar,
                         help=f"{text} (default: {_default_text(field, defaults)})")
   parser.add_argument("--augment", nargs="?", const="default", default=None, metavar="PRESET",
                       help="augmentation of the training images, seeded by (seed, epoch, image): none; "

@@ -13,12 +13,14 @@ keep a patient's frames together.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
 import numpy as np
 
 from jaxseg.data import folder
+from jaxseg.data.cases import CaseRef, file_source
 from jaxseg.errors import DataError
 
 STRUCTURES = {"rv": 1, "myo": 2, "lv": 3}
@@ -50,8 +52,19 @@ def map_classes(labels: np.ndarray, classes) -> np.ndarray:
   return out
 
 
+def _read_frame(image_path, label_path, classes, stem, group):
+  # ACDC labels are 0..3 whatever the chosen classes; check against 4 first.
+  case = folder.read_case(image_path, label_path, 4, stem, group)
+  return case.replace(label=map_classes(case.label, classes))
+
+
 def load(path, *, num_classes: int = 2, classes="lv") -> list:
   """Reads every patient's frames; returns the cases."""
+  return [ref.read() for ref in list_cases(path, num_classes=num_classes, classes=classes)]
+
+
+def list_cases(path, *, num_classes: int = 2, classes="lv") -> list[CaseRef]:
+  """Every frame as a :class:`CaseRef` (in the group of its patient), not yet read."""
   classes = parse_classes(classes)
   root = Path(path)
   if not root.is_dir():
@@ -71,9 +84,9 @@ def load(path, *, num_classes: int = 2, classes="lv") -> list:
     if not label_path.exists():
       raise DataError(f"{image_path}: image without a label (expected {label_path.name})")
     gts.discard(label_path)
-    # ACDC labels are 0..3 whatever the chosen classes; check against 4 first.
-    case = folder.read_case(image_path, label_path, 4, stem, _FRAME.match(name).group(1))
-    cases.append(case.replace(label=map_classes(case.label, classes)))
+    group = _FRAME.match(name).group(1)
+    cases.append(CaseRef(stem, group, functools.partial(_read_frame, image_path, label_path, classes, stem, group),
+                         file_source(image_path, label_path) + f"|classes={classes}"))
   if gts:
     orphan = sorted(gts)[0]
     raise DataError(f"{orphan}: label without an image")

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from jaxseg.data import folder
+from jaxseg.data.cases import CaseRef, file_source
 from jaxseg.errors import DataError
 
 LABEL_NAMES = ("laendo.nrrd", "mask.nrrd")
@@ -19,6 +21,11 @@ LABEL_NAMES = ("laendo.nrrd", "mask.nrrd")
 
 def load(path, *, num_classes: int = 2) -> list:
   """Reads every case; returns the cases."""
+  return [ref.read() for ref in list_cases(path, num_classes=num_classes)]
+
+
+def list_cases(path, *, num_classes: int = 2) -> list[CaseRef]:
+  """Every volume as a :class:`CaseRef`, not yet read."""
   root = Path(path)
   if not root.is_dir():
     raise DataError(f"{root}: no such directory (atria:PATH expects <case>/lgemri.nrrd)")
@@ -32,7 +39,8 @@ def load(path, *, num_classes: int = 2) -> list:
     if label_path is None:
       raise DataError(f"{image_path}: image without a label (expected laendo.nrrd beside it)")
     case = str(image_path.parent.relative_to(root)) if image_path.parent != root else root.name
-    cases.append(folder.read_case(image_path, label_path, num_classes, case))
+    cases.append(CaseRef(case, case, functools.partial(folder.read_case, image_path, label_path, num_classes, case),
+                         file_source(image_path, label_path)))
   for label_path in sorted(p for n in LABEL_NAMES for p in root.rglob(n)):
     if not label_path.with_name("lgemri.nrrd").exists():
       raise DataError(f"{label_path}: label without an image (expected lgemri.nrrd beside it)")

@@ -32,8 +32,12 @@ class Augment:
   """Probabilities (per example) and ranges of every transform.
 
   Rotation is in the plane of the last two axes (for a 3-D volume: about its
-  first axis, which keeps thick slices apart) unless ``rotate_3d``.
-  ``scale`` > 1 zooms in. The elastic displacement is Gaussian with std
+  first axis, which keeps thick slices apart) by up to ``max_degrees``, unless
+  ``rotate_3d``: then about each of the three axes by up to
+  ``max_degrees_3d`` (nnU-Net's 30 degrees for near-isotropic volumes).
+  ``inplane_only`` keeps scaling and elastic deformation of a volume in the
+  plane of its last two axes too (:func:`for_volumes` sets both from the
+  data). ``scale`` > 1 zooms in. The elastic displacement is Gaussian with std
   ``elastic_alpha`` pixels at control points every ``elastic_grid`` pixels,
   interpolated cubically in between. ``noise`` is a range of noise std as a
   fraction of the image's std; ``contrast`` scales around the mean (keeping
@@ -42,6 +46,8 @@ class Augment:
   p_rotate: float = 0.0
   max_degrees: float = 0.0
   rotate_3d: bool = False
+  max_degrees_3d: float = 30.0
+  inplane_only: bool = False
   p_scale: float = 0.0
   scale: tuple[float, float] = (1.0, 1.0)
   p_elastic: float = 0.0
@@ -91,6 +97,31 @@ def preset(name) -> Augment:
   return PRESETS[name]
 
 
+# Volumes are "thick-sliced" when their largest spacing is more than this many
+# times their smallest, or their patch is more than ANISOTROPIC_PATCH times
+# longer in-plane than deep (nnU-Net's criterion for its 2-D augmentation of 3-D data).
+ANISOTROPIC_SPACING = 2.0
+ANISOTROPIC_PATCH = 3.0
+
+
+def is_anisotropic(spacing, patch=None) -> bool:
+  """Whether volumes of ``spacing`` (z, y, x) seen through ``patch`` are augmented in-plane only."""
+  thick = max(spacing) > ANISOTROPIC_SPACING * min(spacing)
+  flat = patch is not None and max(patch) > ANISOTROPIC_PATCH * patch[0]
+  return bool(thick or flat)
+
+
+def for_volumes(cfg: Augment, spacing, patch=None) -> Augment:
+  """The preset for 3-D patches of volumes of ``spacing``: thick-sliced data
+  (:func:`is_anisotropic`) rotate, scale and deform in-plane only (rotation up to
+  the preset's ``max_degrees`` about the first axis, as for a 2-D image); other
+  volumes rotate about all three axes by up to ``max_degrees_3d``."""
+  if cfg.is_identity or not cfg.p_rotate and not cfg.p_scale and not cfg.p_elastic:
+    return cfg
+  anisotropic = is_anisotropic(spacing, patch)
+  return dataclasses.replace(cfg, rotate_3d=not anisotropic, inplane_only=anisotropic)
+
+
 def _rotation(ndim: int, rng: np.random.Generator, cfg: Augment) -> np.ndarray:
   """A random rotation matrix of the spatial axes (in-plane unless rotate_3d)."""
   def plane(i, j, degrees):
@@ -99,12 +130,13 @@ def _rotation(ndim: int, rng: np.random.Generator, cfg: Augment) -> np.ndarray:
     m[i, i] = m[j, j] = math.cos(a)
     m[i, j], m[j, i] = -math.sin(a), math.sin(a)
     return m
-  planes = [(ndim - 2, ndim - 1)]
   if ndim == 3 and cfg.rotate_3d:
-    planes += [(0, 1), (0, 2)]
+    planes, degrees = [(1, 2), (0, 1), (0, 2)], cfg.max_degrees_3d
+  else:
+    planes, degrees = [(ndim - 2, ndim - 1)], cfg.max_degrees
   m = np.eye(ndim)
   for i, j in planes:
-    m = m @ plane(i, j, rng.uniform(-cfg.max_degrees, cfg.max_degrees))
+    m = m @ plane(i, j, rng.uniform(-degrees, degrees))
   return m
 
 
@@ -127,12 +159,16 @@ def spatial_map(shape, rng: np.random.Generator, cfg: Augment) -> np.ndarray | N
   if rng.random() < cfg.p_rotate and cfg.max_degrees:
     matrix = _rotation(ndim, rng, cfg)
     changed = True
+  inplane = cfg.inplane_only and ndim == 3
   if rng.random() < cfg.p_scale and cfg.scale != (1.0, 1.0):
-    matrix = matrix / rng.uniform(*cfg.scale)
+    factor = rng.uniform(*cfg.scale)
+    matrix = matrix @ np.diag([1.0] + [1 / factor] * (ndim - 1)) if inplane else matrix / factor
     changed = True
   displacement = None
   if rng.random() < cfg.p_elastic and cfg.elastic_alpha:
     displacement = _elastic(shape, rng, cfg)
+    if inplane:
+      displacement[0] = 0
     changed = True
   if not changed:
     return None

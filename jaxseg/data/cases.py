@@ -8,12 +8,16 @@ per array axis. Normalisation works on whole cases (:mod:`jaxseg.data.normalizat
 a 2-D model sees the slices of every case (:func:`to_slices`: a volume is cut
 along its first array axis, a 2-D image is one slice); a 3-D model can take
 the cases as they are.
+
+A :class:`CaseRef` names a case without holding its pixels: the file
+loaders list their cases as references, so that a 3-D model's data set is
+read one case at a time (:mod:`jaxseg.data.preprocess`), never all at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -59,6 +63,44 @@ class Case:
 
   def replace(self, **kw) -> "Case":
     return dataclasses.replace(self, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseRef:
+  """A case not yet read: its name, group, how to read it and what identifies its content.
+
+  ``read`` is a picklable callable (a ``functools.partial`` of a module-level
+  reader) returning the :class:`Case`; ``source`` is a string that changes
+  when the case's content may have (file paths with sizes and modification
+  times, or the phantom's parameters), used to key preprocessed caches.
+  """
+  name: str
+  group: str
+  read: Callable[[], Case]
+  source: str
+
+  @classmethod
+  def of(cls, case: Case) -> "CaseRef":
+    """A reference to a case already in memory."""
+    return cls(case.name, case.group, _Given(case), f"memory:{case.name}:{id(case)}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Given:
+  case: Case
+
+  def __call__(self) -> Case:
+    return self.case
+
+
+def file_source(*paths) -> str:
+  """The ``source`` of a case read from files: each path with its size and mtime."""
+  import os
+  parts = []
+  for p in paths:
+    st = os.stat(p)
+    parts.append(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}")
+  return "|".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)

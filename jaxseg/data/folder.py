@@ -9,10 +9,11 @@ default normalisation is ``zscore-foreground`` (per case, see
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from jaxseg.data import io, validate
-from jaxseg.data.cases import Case
+from jaxseg.data.cases import Case, CaseRef, file_source
 from jaxseg.errors import DataError
 
 
@@ -49,6 +50,11 @@ def read_case(image_path, label_path, num_classes: int, name: str, group: str = 
 
 def load(path, *, num_classes: int = 2) -> list[Case]:
   """Reads every pair; returns the cases sorted by name."""
+  return [ref.read() for ref in list_cases(path, num_classes=num_classes)]
+
+
+def list_cases(path, *, num_classes: int = 2) -> list[CaseRef]:
+  """Every pair as a :class:`CaseRef` (sorted by name), checked for pairing but not read."""
   root = Path(path)
   if not root.is_dir():
     raise DataError(f"{root}: no such directory (folder:PATH needs PATH/images and PATH/labels)")
@@ -65,4 +71,5 @@ def load(path, *, num_classes: int = 2) -> list[Case]:
       raise DataError(f"{labels[case]}: label without an image (expected {image_dir}/{case}.*)")
   if not images:
     raise DataError(f"{image_dir}: no image files")
-  return [read_case(images[case], labels[case], num_classes, case) for case in sorted(images)]
+  return [CaseRef(case, case, functools.partial(read_case, images[case], labels[case], num_classes, case),
+                  file_source(images[case], labels[case])) for case in sorted(images)]

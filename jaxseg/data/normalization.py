@@ -145,3 +145,35 @@ def fit(scheme: str, images: Sequence[np.ndarray], labels: Sequence[np.ndarray])
   std = voxels.std(axis=0, dtype=np.float64)
   as_tuple = lambda a: tuple(float(v) for v in np.atleast_1d(a))
   return Normalization("ct", as_tuple(lo), as_tuple(hi), as_tuple(mean), as_tuple(std))
+
+
+def fit_streaming(scheme: str, cases, *, count: int, max_voxels: int = 10**7) -> Normalization:
+  """:func:`fit` over cases read one at a time (an iterable of :class:`~jaxseg.data.cases.Case`).
+
+  For ``ct`` each case contributes at most ``max_voxels // count`` of its
+  foreground voxels (drawn without replacement, seeded by its position), as
+  nnU-Net gathers its intensity statistics; when every case has fewer, all
+  are used and the result equals :func:`fit` on the list. Other schemes read
+  nothing.
+  """
+  scheme = check_scheme(scheme)
+  if scheme != "ct":
+    return Normalization(scheme)
+  per_case = max(1, int(max_voxels) // max(int(count), 1))
+  fg, everything = [], []
+  for i, case in enumerate(cases):
+    x = np.asarray(case.image, np.float32)
+    voxels = x[np.asarray(case.label) > 0]
+    if len(voxels) > per_case:
+      pick = np.random.default_rng([i, 6]).choice(len(voxels), per_case, replace=False)
+      voxels = voxels[np.sort(pick)]
+    fg.append(voxels)
+    if not sum(len(v) for v in fg):  # kept only until some foreground turns up
+      flat = x.reshape(-1, x.shape[-1])
+      if len(flat) > per_case:
+        flat = flat[np.sort(np.random.default_rng([i, 7]).choice(len(flat), per_case, replace=False))]
+      everything.append(flat)
+  if not fg:
+    raise DataError("normalization 'ct': no training images to learn statistics from")
+  return fit("ct", fg if sum(len(v) for v in fg) else everything,
+             [np.ones(len(v), np.int32) for v in (fg if sum(len(v) for v in fg) else everything)])

@@ -8,6 +8,14 @@ position) only, whatever the number of workers, and a pipeline rebuilt at
 batch ``k`` (``start_batch``, what a checkpoint stores as the iterator's
 ``next_index``) continues exactly where a run stopped.
 
+Patch training (:func:`training_patches`) has the same structure over the
+items of an epoch, ``patches_per_case`` per case: item ``j`` of the epoch's
+permutation is patch ``k = j // cases`` of case ``j % cases``, placed by
+:class:`~jaxseg.data.patches.PatchSampler` with a generator seeded by (seed,
+epoch, case, k) and augmented from (seed, epoch, j). Patches are read from
+the cases' store (a :class:`~jaxseg.data.preprocess.CaseCache` reads just the
+patch from disk), so the pipeline holds only the examples in flight.
+
 Grain's ``MapDataset`` gives the random-access chain (source -> map ->
 batch); ``mp_prefetch`` runs it in worker processes, each producing whole
 batches, and without workers a background thread prefetches. The example
@@ -34,9 +42,13 @@ class PipelineOptions:
   workers: Grain worker processes (0: the main process, with a prefetch
     thread of ``buffer`` batches).
   buffer: batches each worker (or the thread) keeps ready.
+  read_threads: threads that compute batches ahead (Grain's ``ReadOptions``;
+    its defaults, 16 threads and 500 batches ahead, would hold up to a whole
+    epoch in memory).
   """
   workers: int = 0
   buffer: int = 2
+  read_threads: int = 2
 
 
 class _Examples:
@@ -55,10 +67,41 @@ class _Examples:
   def __getitem__(self, position: int) -> dict:
     epoch, i = divmod(int(position), self.per_epoch)
     epoch += 1
-    if self._order[0] != epoch:
-      self._order = (epoch, epoch_order(len(self.labels), seed=self.seed, epoch=epoch, shuffle=self.shuffle))
-    index = int(self._order[1][i])
+    order = self._order  # one read: read threads may be on two epochs at once
+    if order[0] != epoch:
+      order = (epoch, epoch_order(len(self.labels), seed=self.seed, epoch=epoch, shuffle=self.shuffle))
+      self._order = order
+    index = int(order[1][i])
     return {"image": self.images[index], "label": self.labels[index], "epoch": epoch, "index": index}
+
+
+class _Patches:
+  """Random access to training positions -> un-augmented patches of cases."""
+
+  def __init__(self, cases, sampler, *, batch_size: int, steps_per_epoch: int, epochs: int, seed: int,
+               patches_per_case: int = 1, pad_value: float = 0.0):
+    self.cases, self.sampler = cases, sampler
+    self.per_epoch = batch_size * steps_per_epoch
+    self.items = len(cases) * patches_per_case
+    self.epochs, self.seed, self.pad_value = epochs, seed, pad_value
+    self._order = (None, None)
+
+  def __len__(self) -> int:
+    return self.per_epoch * self.epochs
+
+  def __getitem__(self, position: int) -> dict:
+    epoch, i = divmod(int(position), self.per_epoch)
+    epoch += 1
+    order = self._order  # one read: read threads may be on two epochs at once
+    if order[0] != epoch:
+      order = (epoch, epoch_order(self.items, seed=self.seed, epoch=epoch))
+      self._order = order
+    item = int(order[1][i])
+    case, k = item % len(self.cases), item // len(self.cases)
+    rng = np.random.default_rng([self.seed % 2**63, epoch, 4, case, k])
+    start = self.sampler.start(self.cases.shape(case), self.cases.foreground(case), rng)
+    image, label = self.cases.read_region(case, start, self.sampler.size, pad_value=self.pad_value)
+    return {"image": image, "label": label, "epoch": epoch, "index": item}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +154,11 @@ class BatchIterator:
 
   def __init__(self, batches, *, start_batch: int = 0, options: PipelineOptions = PipelineOptions()):
     import grain
-    if options.workers < 0 or options.buffer < 1:
+    if options.workers < 0 or options.buffer < 1 or options.read_threads < 1:
       raise ConfigError(f"--data-workers: must be >= 0, got {options.workers}")
-    ds = batches[start_batch:].to_iter_dataset()
+    reads = grain.ReadOptions(num_threads=options.read_threads,
+                              prefetch_buffer_size=max(options.buffer, options.read_threads))
+    ds = batches[start_batch:].to_iter_dataset(reads)
     if options.workers > 0:
       _allow_grain_workers()
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=options.workers,
@@ -149,3 +194,31 @@ class BatchIterator:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def patches_per_epoch(num_cases: int, patches_per_case: int, batch_size: int) -> int:
+  """Batches per epoch of patch training (the last incomplete batch is dropped)."""
+  return num_cases * patches_per_case // batch_size
+
+
+def training_patches(cases, sampler, *, batch_size: int, steps_per_epoch: int, epochs: int, seed: int,
+                     augment="none", patches_per_case: int = 1):
+  """The Grain ``MapDataset`` of every training batch of a patch-trained run, in order.
+
+  Args:
+    cases: the store of cases: ``len``, ``shape(i)``, ``foreground(i)`` and
+      ``read_region(i, start, size, pad_value=)``
+      (:class:`~jaxseg.data.preprocess.CaseCache`, :class:`~jaxseg.data.patches.SliceCases`).
+    sampler: a :class:`~jaxseg.data.patches.PatchSampler`.
+    augment: a preset name or :class:`~jaxseg.data.augment.Augment`, applied to each patch.
+
+  Element ``k`` is batch ``k`` of the run: ``image`` ``(B, *patch, C)`` float32
+  and ``label`` ``(B, *patch)`` int32.
+  """
+  import grain
+  cfg = preset(augment)
+  source = _Patches(cases, sampler, batch_size=batch_size, steps_per_epoch=steps_per_epoch, epochs=epochs,
+                    seed=seed, patches_per_case=patches_per_case)
+  ds = grain.MapDataset.source(source)
+  ds = ds.map(_plain if cfg.is_identity else _AugmentMap(cfg, int(seed)))
+  return ds.batch(batch_size, drop_remainder=True)

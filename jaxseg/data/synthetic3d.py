@@ -36,8 +36,11 @@ voxels of a default volume.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from jaxseg.data.cases import Case, CaseRef
 from jaxseg.data.synthetic import SPLITS, _Frame, _blur, _grid
 from jaxseg.errors import DataError
 
@@ -46,7 +49,11 @@ SLICE_MM = 8.0
 DEPTH = 16
 # (train, val, size): trains unet3d_small in minutes on a 2-core CPU (experiments/synthetic3d).
 SPEC_DEFAULT = (48, 8, 64)
-_MAX_VOXELS = 2**28  # the spec's limit: 1 GiB of float32 images
+# The spec's limit: 8 GiB of float32 volumes, which a 3-D model's run writes to
+# its disk cache one volume at a time (a 2-D model holds its slices in memory:
+# MAX_VOXELS_IN_MEMORY).
+_MAX_VOXELS = 2**31
+MAX_VOXELS_IN_MEMORY = 2**28
 
 
 def spacing(size: int, slice_mm: float = SLICE_MM) -> tuple[float, float, float]:
@@ -306,6 +313,22 @@ def generate(count: int, *, size: int = 64, depth: int = DEPTH, slice_mm: float 
   return images, labels, spacing(size, slice_mm)
 
 
+def case(split: str, index: int, *, size: int = 64, seed: int = 0) -> Case:
+  """Volume ``index`` of ``split`` as a :class:`~jaxseg.data.cases.Case` named
+  ``synthetic3d-<split>-NNNN`` (raw intensities, one channel)."""
+  image, label, _ = phantom(_rng(seed, split, index), size, DEPTH, SLICE_MM)
+  return Case(f"synthetic3d-{split}-{index:04d}", image[..., None], label, spacing(size))
+
+
+def list_cases(train: int, val: int, size: int, *, seed: int = 0) -> tuple[list[CaseRef], list[CaseRef]]:
+  """(train, val) references to the volumes of a ``synthetic3d:TRAIN,VAL,SIZE`` spec, generated when read."""
+  def refs(split, count):
+    return [CaseRef(f"synthetic3d-{split}-{i:04d}", f"synthetic3d-{split}-{i:04d}",
+                    functools.partial(case, split, i, size=size, seed=seed),
+                    f"synthetic3d:{split}:{i}:{size}:{DEPTH}:{SLICE_MM}:{seed}") for i in range(count)]
+  return refs("train", train), refs("val", val)
+
+
 def parse_spec(spec: str) -> tuple[int, int, int]:
   """(train, val, size) of a ``synthetic3d[:TRAIN,VAL[,SIZE]]`` data spec.
 
@@ -329,5 +352,5 @@ def parse_spec(spec: str) -> tuple[int, int, int]:
     raise DataError(f"data spec {spec!r}: need TRAIN >= 1, VAL >= 0 and 16 <= SIZE <= 1024")
   if (train + val) * DEPTH * size * size > _MAX_VOXELS:
     raise DataError(f"data spec {spec!r}: {train + val} volumes of {DEPTH}x{size}x{size} would need "
-                    f"more than {_MAX_VOXELS * 4 // 2**30} GiB of memory")
+                    f"more than {_MAX_VOXELS * 4 // 2**30} GiB")
   return train, val, size

@@ -17,22 +17,31 @@ SCHEDULES = ("constant", "exponential", "poly", "cosine")
 # checkpoint whose run used different values (epochs may grow on resume).
 IDENTITY_FIELDS = ("model", "data", "val_data", "num_classes", "loss", "optimizer", "lr",
                    "decay_rate", "decay_steps", "batch_size", "seed", "augment", "val_fraction",
-                   "normalize", "schedule", "warmup_steps")
+                   "normalize", "schedule", "warmup_steps", "patch_size", "spacing", "patches_per_case")
 
 # Defaults that depend on the model (fields left None are filled from here by
 # `TrainConfig.resolved`). The lab's models keep the lab's setting on its
 # synthetic data; the U-Nets get what learnt best from a real MRI volume
 # (experiments/real/, experiments/RESULTS.md "Real scans").
+# The 3-D models get what reached the target on synthetic3d on this CPU
+# (experiments/synthetic3d/, experiments/RESULTS.md "3-D end to end").
 LAB_DEFAULTS = {"epochs": 10, "augment": "none", "schedule": "exponential", "warmup_steps": 0}
+DATA_DEFAULTS = {"data": "synthetic", "batch_size": 4}
+_UNET_2D = {"epochs": 30, "augment": "default", "schedule": "cosine", "warmup_steps": 50}
+_UNET_3D = {"data": "synthetic3d", "batch_size": 2, "epochs": 30, "augment": "default", "schedule": "cosine",
+            "warmup_steps": 50}
 MODEL_DEFAULTS = {
-    "unet_small": {"epochs": 30, "augment": "default", "schedule": "cosine", "warmup_steps": 50},
-    "unet": {"epochs": 30, "augment": "default", "schedule": "cosine", "warmup_steps": 50},
+    "unet_small": _UNET_2D,
+    "unet": _UNET_2D,
+    "unet3d_small": _UNET_3D,
+    "unet3d": _UNET_3D,
 }
 
 
 def model_defaults(model: str) -> dict:
-  """The epochs, augmentation, schedule and warm-up a model trains with unless told otherwise."""
-  return MODEL_DEFAULTS.get(model, LAB_DEFAULTS)
+  """The data, batch size, epochs, augmentation, schedule and warm-up a model
+  trains with unless told otherwise."""
+  return {**DATA_DEFAULTS, **MODEL_DEFAULTS.get(model, LAB_DEFAULTS)}
 
 
 @dataclasses.dataclass
@@ -52,12 +61,12 @@ class TrainConfig:
   :meth:`resolved` fills them, and a run stores the resolved values.
   """
   model: str = "fcn"
-  data: str = "synthetic"
+  data: str | None = None           # synthetic; synthetic3d for the 3-D models
   val_data: str | None = None
   num_classes: int = 2
   val_fraction: float = 0.1
   epochs: int | None = None
-  batch_size: int = 4
+  batch_size: int | None = None     # 4; 2 for the 3-D models
   lr: float = 1e-3
   decay_rate: float = 1.0
   decay_steps: int = 1000
@@ -69,6 +78,9 @@ class TrainConfig:
   schedule: str | None = None      # constant, exponential, poly, cosine
   warmup_steps: int | None = None  # linear warm-up from 0 to lr over these steps
   data_workers: int = 0            # Grain worker processes (0: a prefetch thread)
+  patch_size: tuple[int, ...] | None = None   # train on patches (D,H,W or H,W); 3-D models: from the data
+  spacing: tuple[float, ...] | None = None    # resample every case to this (z, y, x) mm spacing
+  patches_per_case: int = 1        # patches of each case per epoch (patch training)
   seed: int = 0
   devices: int | None = None      # None: 1, or every device of a multi-process run
   parallel: str = "pmap"
@@ -84,9 +96,14 @@ class TrainConfig:
       from jaxseg import data
       from jaxseg.errors import DataError
       try:
-        fill["normalize"] = data.default_normalization(self.data)
+        fill["normalize"] = data.default_normalization(fill.get("data", self.data))
       except DataError:
         pass  # a bad spec is reported when the data is loaded
+    from jaxseg.data import patches, preprocess
+    for name, parse in (("patch_size", patches.parse_patch_size), ("spacing", preprocess.parse_spacing)):
+      value = getattr(self, name)
+      if isinstance(value, (list, str)):  # as JSON stores it, or as the flag reads
+        fill[name] = parse(value)
     return dataclasses.replace(self, **fill) if fill else self
 
   def validate(self) -> "TrainConfig":
@@ -105,6 +122,13 @@ class TrainConfig:
     need(resolved.num_classes >= 2, "num-classes", f"must be >= 2, got {resolved.num_classes}")
     need(isinstance(resolved.warmup_steps, int) and not isinstance(resolved.warmup_steps, bool)
          and resolved.warmup_steps >= 0, "warmup-steps", f"must be an integer >= 0, got {resolved.warmup_steps!r}")
+    need(isinstance(resolved.patches_per_case, int) and not isinstance(resolved.patches_per_case, bool)
+         and resolved.patches_per_case >= 1, "patches-per-case",
+         f"must be an integer >= 1, got {resolved.patches_per_case!r}")
+    from jaxseg.data import patches, preprocess
+    patches.parse_patch_size(resolved.patch_size)
+    preprocess.parse_spacing(resolved.spacing)
+    need(isinstance(resolved.data, str) and resolved.data.strip(), "data", f"expected a data spec, got {resolved.data!r}")
     need(isinstance(resolved.data_workers, int) and not isinstance(resolved.data_workers, bool)
          and resolved.data_workers >= 0, "data-workers", f"must be an integer >= 0, got {resolved.data_workers!r}")
     need(resolved.schedule in SCHEDULES, "schedule",
@@ -161,6 +185,9 @@ class TrainConfig:
     if "schedule" not in d:
       d.setdefault("schedule", "exponential")
       d.setdefault("warmup_steps", 0)
+    for name in ("patch_size", "spacing"):
+      if isinstance(d.get(name), list):
+        d[name] = tuple(d[name])
     if "normalize" not in d:
       scheme = str(d.get("data", "synthetic")).partition(":")[0].strip().lower()
       d["normalize"] = "div1024" if scheme in ("synthetic", "sunnybrook") else "zscore-slice"

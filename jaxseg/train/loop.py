@@ -18,6 +18,8 @@ from jaxseg.train.config import TrainConfig, save_json
 # What a run writes into its workdir (removed by overwrite=True).
 RUN_FILES = ("checkpoints", "best", "tb", "figures", "metrics.jsonl", "metrics.csv",
              "config.json", "curves.png", "result.json")
+# (The preprocessed cases of a 3-D run, `preprocessed/`, stay: their
+# fingerprint decides whether a run can reuse them.)
 
 
 def _is_nonempty_dir(path: str) -> bool:
@@ -78,10 +80,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
 
   import jax
   import jax.numpy as jnp
-  from jaxseg import data as data_lib
-  from jaxseg import losses, models
+  from jaxseg import losses
   from jaxseg.data import pipeline
   from jaxseg.train import checkpoint, logging as logs, state as state_lib, step as step_lib
+  from jaxseg.train import inputs as inputs_lib
 
   primary = jax.process_index() == 0
   quiet = quiet or not primary
@@ -94,27 +96,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
   # On the Pallas kernels the loss is the fused CE/Dice kernel too (no class weights, no wce).
   fused = config.conv_impl == "pallas" and config.loss != "wce"
   loss_fn = losses.get(config.loss, impl="pallas") if fused else losses.get(config.loss)
-  train_ds, val_ds = data_lib.train_val(config.data, config.val_data, num_classes=config.num_classes,
-                                        val_fraction=config.val_fraction, seed=config.seed,
-                                        normalize=config.normalize)
-  # Sizes the model cannot take are zero-padded (labels: background) at the bottom/right.
-  multiple = models.size_multiple(config.model)
-  if multiple > 1:
-    train_ds = train_ds.padded_to(multiple)
-    val_ds = val_ds.padded_to(multiple) if val_ds is not None else None
-  steps_per_epoch = data_lib.num_batches(train_ds, config.batch_size, drop_remainder=True)
-  if steps_per_epoch == 0:
-    raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "
-                      f"{len(train_ds.images)} training images of {config.data}")
-  if val_ds is None or len(val_ds.images) == 0:
-    raise ConfigError(f"--val-data: no validation images for {config.data}")
-  in_channels = int(train_ds.images.shape[-1])
-  model = state_lib.make_model(config, in_channels)
-  total_steps = config.epochs * steps_per_epoch
-  tx = state_lib.make_optimizer(config, total_steps)
-  init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-  host_state = jax.device_get(state_lib.create_train_state(model, tx, init_key, train_ds.images))
-  stepper = step_lib.make_train_step(model, loss_fn, tx, devices=devices, mode=config.parallel)
+  # Whole slices (2-D models) or patches of cases (3-D models, --patch-size); see jaxseg.train.inputs.
+  with _removed_on_error(workdir):
+    inputs = inputs_lib.prepare(config, workdir, log=lambda m: _log(m, quiet),
+                                process_index=jax.process_index(), process_count=jax.process_count())
+    steps_per_epoch = inputs.steps_per_epoch
+    in_channels = inputs.in_channels
+    model = state_lib.make_model(config, in_channels)
+    total_steps = config.epochs * steps_per_epoch
+    tx = state_lib.make_optimizer(config, total_steps)
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    host_state = jax.device_get(state_lib.create_train_state(model, tx, init_key, inputs.init_sample))
+    stepper = step_lib.make_train_step(model, loss_fn, tx, devices=devices, mode=config.parallel)
 
   if overwrite and primary:
     for name in RUN_FILES:
@@ -143,22 +136,16 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
     save_json(config, os.path.join(workdir, "config.json"))
     writer.rewrite(history)
 
-  eval_step = step_lib.make_eval_step(model, loss_fn)
-  sample = _sample_index(val_ds)
   local = stepper.local_slice(config.batch_size)
   state = stepper.put_state(host_state)
   schedule = state_lib.make_schedule(config, total_steps)
   if show_progress is None:
     show_progress = not quiet and sys.stderr.isatty()
-  meta_base = {"image_shape": list(train_ds.images.shape[1:]), "in_channels": in_channels,
-               "num_train": int(len(train_ds.images)), "num_val": int(len(val_ds.images)),
-               "normalization": train_ds.normalization.to_dict()}
+  meta_base = inputs.meta()
   # Every batch of the run, a function of (seed, epoch, position); the
   # checkpoint stores the iterator's position, from which a resumed run
   # rebuilds it (with any number of workers).
-  batches = pipeline.training_batches(train_ds.images, train_ds.labels, batch_size=config.batch_size,
-                                      steps_per_epoch=steps_per_epoch, epochs=config.epochs,
-                                      seed=config.seed, augment=config.augment)
+  batches = inputs.batches()
   batch_iter = pipeline.BatchIterator(batches, start_batch=data_position,
                                       options=pipeline.PipelineOptions(workers=config.data_workers))
   try:
@@ -182,8 +169,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
       train_seconds = time.perf_counter() - t0
       data_wait = batch_iter.waited - waited
       host_state = stepper.get_state(state)
-      val = step_lib.evaluate(model, host_state.params, val_ds, batch_size=config.batch_size,
-                              loss_fn=loss_fn, eval_step=eval_step)
+      val = inputs.validate(model, host_state.params, loss_fn)
       step_no = int(host_state.step)
       if not math.isfinite(val["val_loss"]):
         raise DivergenceError(_diverged_msg(val["val_loss"], step_no, epoch, workdir, ckpts, "val loss"))
@@ -204,7 +190,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
                  is_best=is_best)
       if primary:
         writer.write(row)
-        _sample_figure(model, host_state.params, val_ds, sample, eval_step, workdir, epoch, writer)
+        inputs.figure(model, host_state.params, os.path.join(workdir, "figures", f"epoch_{epoch:03d}.png"),
+                      writer, epoch)
       per_class = row["val_dice_per_class"]
       classes = ("  [" + " ".join(f"{k}:{v:.3f}" for k, v in per_class.items()) + "]") if len(per_class) > 1 else ""
       _log(f"epoch {epoch}/{config.epochs}  loss {row['train_loss']:.4f}  dice {row['train_dice']:.4f}  "
@@ -227,9 +214,29 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
           "train_dice": last["train_dice"], "best_val_dice": best[0], "best_epoch": best[1],
           "train_seconds_per_epoch": float(np.median(timed)) if timed else None,
           "data_wait_seconds_per_epoch": float(np.median(waits)) if waits else None,
-          "normalization": train_ds.normalization.to_dict(),
+          "normalization": inputs.normalization.to_dict(),
+          "patch_size": meta_base.get("patch_size"), "batch_size": config.batch_size,
           "augment": config.augment, "schedule": config.schedule,
           "workdir": workdir}
+
+
+@contextlib.contextmanager
+def _removed_on_error(workdir: str):
+  """If the block fails, what it wrote into a workdir that held nothing before is
+  removed again (a data error leaves no half-built cache that would make the
+  next attempt refuse a 'non-empty' workdir)."""
+  existed, fresh = os.path.isdir(workdir), not _is_nonempty_dir(workdir)
+  try:
+    yield
+  except BaseException:
+    if fresh and os.path.isdir(workdir):
+      from jaxseg.train import inputs as inputs_lib
+      for name in os.listdir(workdir):
+        if name.startswith(inputs_lib.CACHE_DIR):
+          shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+      if not existed and not os.listdir(workdir):
+        os.rmdir(workdir)
+    raise
 
 
 @contextlib.contextmanager
@@ -251,25 +258,6 @@ def _diverged_msg(value, step, epoch, workdir, ckpts, what="loss") -> str:
            if last is not None else "no checkpoint was written")
   return (f"training diverged: {what} is {value} at step {step} (epoch {epoch}); stopped, {where}. "
           "Try a smaller --lr.")
-
-
-def _sample_index(ds) -> int:
-  """The lab's `sample_image`: the first val image with some foreground."""
-  fg = np.flatnonzero((ds.labels.reshape(len(ds.labels), -1) > 0).any(axis=1))
-  return int(fg[0]) if len(fg) else 0
-
-
-def _sample_figure(model, params, ds, index, eval_step, workdir, epoch, writer) -> None:
-  from jaxseg.train import logging as logs
-  image, label = ds.images[index:index + 1], ds.labels[index:index + 1]
-  _, logits = eval_step(params, image, label)
-  pred = np.asarray(logits).argmax(-1)[0]
-  if image.ndim > 4:  # volumes: show the middle slice
-    mid = image.shape[1] // 2
-    image, label, pred = image[:, mid], label[:, mid], pred[mid]
-  logs.save_sample_png(os.path.join(workdir, "figures", f"epoch_{epoch:03d}.png"),
-                       image[0], label[0], pred, title=f"epoch {epoch}")
-  writer.image("val/sample", logs.sample_panel(image[0], label[0], pred)[..., None].repeat(3, -1), epoch)
 
 
 def restore_run(workdir: str, which: str = "latest"):
