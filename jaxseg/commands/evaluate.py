@@ -24,6 +24,12 @@ def add_arguments(parser):
                            "into the volume). Both masks empty: Dice 1, HD95 0; one empty: Dice 0, HD95 "
                            "undefined (null, left out of the means). Prints a table and writes "
                            "per_case.csv in --workdir")
+  parser.add_argument("--overlap", type=float, default=0.5,
+                      help="3-D runs and runs trained on patches: the sliding windows' overlap, a fraction "
+                           "of the window in [0, 1) (default 0.5, as training validated)")
+  parser.add_argument("--mirror", action="store_true",
+                      help="3-D runs and runs trained on patches: test-time mirroring (average over every "
+                           "flip of the spatial axes)")
   parser.add_argument("--json", action="store_true", help="print the results as one JSON line on stdout")
 
 
@@ -38,6 +44,8 @@ def run(args):
   batch_size = args.batch_size if args.batch_size is not None else config.batch_size
   if batch_size < 1:
     raise ConfigError(f"--batch-size: must be an integer >= 1, got {batch_size}")
+  if not 0 <= args.overlap < 1:
+    raise ConfigError(f"--overlap: must be in [0, 1), got {args.overlap}")
   nd = models.spatial_dims(config.model)
   if meta.get("patch_size") or nd == 3:
     result, cases = _evaluate_cases(model, params, meta, config, args, norm, batch_size)
@@ -118,13 +126,15 @@ def _evaluate_cases(model, params, meta, config, args, norm, batch_size):
                             f"takes {meta['in_channels']}")
         if args.per_case:
           probs = segment_lib.probabilities(windows, raw.image, raw.spacing, spatial_dims=3, window=window,
-                                            normalization=norm, target_spacing=spacing, batch_size=batch_size)
+                                            normalization=norm, target_spacing=spacing, batch_size=batch_size,
+                                            overlap=args.overlap, mirror=args.mirror)
           raw_cases.append({"case": ref.name, **percase.case_scores(segment_lib.labels(probs), raw.label,
                                                                     raw.spacing, config.num_classes)})
         yield ref.name, done.image, done.label
 
     result = casewise.evaluate_cases(windows, cases(), window=window, loss_fn=loss_fn,
-                                     num_classes=config.num_classes, batch_size=batch_size)
+                                     num_classes=config.num_classes, batch_size=batch_size,
+                                     overlap=args.overlap, mirror=args.mirror)
     return result, raw_cases if args.per_case else None
   # a 2-D model trained on patches: its slices, each whole, by sliding windows
   if args.data is None:
@@ -139,7 +149,7 @@ def _evaluate_cases(model, params, meta, config, args, norm, batch_size):
   slices = patches.SliceCases(ds)
   result = casewise.evaluate_cases(windows, ((f"slice {i}", *slices.read(i)) for i in range(len(slices))),
                                    window=window, loss_fn=loss_fn, num_classes=config.num_classes,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, overlap=args.overlap, mirror=args.mirror)
   if not args.per_case:
     return result, None
   preds = np.zeros(ds.labels.shape, np.int32)
@@ -147,8 +157,9 @@ def _evaluate_cases(model, params, meta, config, args, norm, batch_size):
     image, _ = slices.read(i)
     h, w = image.shape[:2]
     from jaxseg.inference import sliding_window
-    preds[i, :h, :w] = casewise.hard_classes(sliding_window(windows, image[None], window=window,
-                                                            batch_size=batch_size, output="logits")[0])
+    preds[i, :h, :w] = casewise.hard_classes(sliding_window(
+        windows, image[None], window=window, batch_size=batch_size, output="logits", overlap=args.overlap,
+        mirror_axes=(0, 1) if args.mirror else ())[0])
   return result, _score_volumes(preds, ds, config)
 
 

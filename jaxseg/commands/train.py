@@ -39,7 +39,8 @@ _FLAGS = {
                    "2-D one (multiples of the model's stride), a third of them centred on foreground, "
                    "patches_per_case per case and epoch; validation then segments whole cases by sliding windows "
                    "of this size (overlap 0.5)"),
-    "spacing": ("--spacing", "spacing", "resample every case to this spacing in mm, Z,Y,X (a 2-D image takes Y,X), "
+    "spacing": ("--spacing", "spacing", "resample every case to this spacing in mm, Z,Y,X (a 2-D image takes Y,X; Y,X "
+                "for volumes resamples in plane and keeps each case's slice spacing), "
                 "with SimpleITK (linear for images, nearest for labels); predict resamples back"),
     "patches_per_case": ("--patches-per-case", int, "patches drawn from each training case per epoch "
                          "(with --patch-size, and for 3-D models)"),

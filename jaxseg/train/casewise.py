@@ -51,7 +51,8 @@ def model_windows(model) -> Callable:
 
 
 def evaluate_cases(apply: Callable, cases: Iterable, *, window, loss_fn, num_classes: int,
-                   overlap: float = OVERLAP, batch_size: int = 2, sample: bool = False) -> dict:
+                   overlap: float = OVERLAP, batch_size: int = 2, sample: bool = False,
+                   mirror: bool = False) -> dict:
   """Mean loss, accuracy and Dice over whole cases, each segmented by sliding windows.
 
   Args:
@@ -61,6 +62,8 @@ def evaluate_cases(apply: Callable, cases: Iterable, *, window, loss_fn, num_cla
     window: the training patch.
     loss_fn: ``(logits, labels) -> scalar``, jitted here (once per case shape).
     num_classes: classes including background.
+    overlap: the windows' overlap (a fraction of the window).
+    mirror: average the logits over every flip of the spatial axes.
     sample: also return the first case with foreground (else the first):
       ``"sample": (name, image, label, prediction)`` for the run's figures.
 
@@ -75,7 +78,7 @@ def evaluate_cases(apply: Callable, cases: Iterable, *, window, loss_fn, num_cla
   kept = None
   for name, image, label in cases:
     logits = sliding_window(apply, image[None], window=window, overlap=overlap, batch_size=batch_size,
-                            output="logits")
+                            output="logits", mirror_axes=tuple(range(image.ndim - 1)) if mirror else ())
     losses.append(float(loss_jit(logits, label[None])))
     pred = hard_classes(logits[0])
     accuracies.append(float(np.mean(pred == label)))

@@ -28,8 +28,8 @@ IDENTITY_FIELDS = ("model", "data", "val_data", "num_classes", "loss", "optimize
 LAB_DEFAULTS = {"epochs": 10, "augment": "none", "schedule": "exponential", "warmup_steps": 0}
 DATA_DEFAULTS = {"data": "synthetic", "batch_size": 4}
 _UNET_2D = {"epochs": 30, "augment": "default", "schedule": "cosine", "warmup_steps": 50}
-_UNET_3D = {"data": "synthetic3d", "batch_size": 2, "epochs": 30, "augment": "default", "schedule": "cosine",
-            "warmup_steps": 50}
+_UNET_3D = {"data": "synthetic3d", "batch_size": 2, "epochs": 10, "augment": "none", "schedule": "constant",
+            "warmup_steps": 0}
 MODEL_DEFAULTS = {
     "unet_small": _UNET_2D,
     "unet": _UNET_2D,

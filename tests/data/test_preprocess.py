@@ -82,6 +82,31 @@ def test_bad_spacing_and_patch_flags():
       preprocess.parse_spacing(bad)
 
 
+def test_target_spacing_of_two_values_resamples_a_volume_in_plane_only():
+  prep = preprocess.Preprocessing(normalization.Normalization("none"), spacing=(1.0, 0.5))
+  assert prep.target((2.5, 1.1, 1.1)) == (2.5, 1.0, 0.5)  # slices keep their 2.5 mm
+  assert prep.target((1.1, 1.1)) == (1.0, 0.5)
+  assert prep.target((3.0, 1.0, 0.5)) is None  # already there: no resampling
+  three = preprocess.Preprocessing(normalization.Normalization("none"), spacing=(2.0, 1.0, 0.5))
+  assert three.target((1.1, 1.1)) == (1.0, 0.5)  # a 2-D case takes the last two
+  assert three.target((2.5, 1.1, 1.1)) == (2.0, 1.0, 0.5)
+
+
+def test_train_config_parses_patch_and_spacing_strings_and_refuses_bad_ones():
+  from jaxseg.train import TrainConfig
+  config = TrainConfig(model="unet3d_small", patch_size="16,48,48", spacing="2.5,1.1,1.1").resolved()
+  assert config.patch_size == (16, 48, 48) and config.spacing == (2.5, 1.1, 1.1)
+  with pytest.raises(ConfigError, match="--patch-size"):
+    TrainConfig(model="unet3d_small", patch_size="16,x,48").validate()
+
+
+def test_patch_training_refuses_a_valid_padding_model_before_any_step(tmp_path):
+  from jaxseg.train import TrainConfig, inputs
+  config = TrainConfig(model="unet", data="synthetic:8,4", patch_size=(64, 64)).resolved()
+  with pytest.raises(ConfigError, match="unpadded"):
+    inputs.prepare(config, str(tmp_path))
+
+
 def _refs(cases):
   return [CaseRef.of(c) for c in cases]
 

@@ -66,16 +66,23 @@ def folder(tmp_path_factory):
   return root
 
 
-def test_odd_sized_anisotropic_volumes_train_on_patches_and_predict_keeps_geometry(folder, tmp_path, capsys):
-  work = tmp_path / "run"
-  status, out, err = _run(capsys, "train", "--model", "unet3d_small", "--data", f"folder:{folder}",
-                          "--patch-size", "8,16,16", "--batch-size", "2", "--epochs", "6", "--patches-per-case", "4",
-                          "--optimizer", "adam", "--lr", "3e-3", "--schedule", "constant", "--augment", "none",
-                          "--val-fraction", "0.34", "--workdir", work, "--json", "--quiet")
+@pytest.fixture(scope="module")
+def trained(folder, tmp_path_factory):
+  work = tmp_path_factory.mktemp("run3d") / "run"
+  status = cli.main([str(a) for a in (
+      "train", "--model", "unet3d_small", "--data", f"folder:{folder}", "--patch-size", "8,16,16",
+      "--batch-size", "2", "--epochs", "6", "--patches-per-case", "4", "--optimizer", "adam", "--lr", "3e-3",
+      "--schedule", "constant", "--augment", "none", "--val-fraction", "0.34", "--workdir", work, "--quiet")])
+  assert status == 0
+  return work
+
+
+def test_odd_sized_anisotropic_volumes_train_on_patches_and_predict_keeps_geometry(trained, tmp_path, capsys):
+  work = trained
+  status, out, err = _run(capsys, "evaluate", "--workdir", work, "--checkpoint", "best", "--json")
   assert status == 0, err
-  result = json.loads(out.strip().splitlines()[-1])
-  val_dice = result["best_val_dice"]
-  assert val_dice >= 0.8, result  # it learnt the task (a constant guess scores < 0.3 here)
+  val_dice = json.loads(out.strip().splitlines()[-1])["val_dice"]
+  assert val_dice >= 0.8, val_dice  # it learnt the task (a constant guess scores < 0.3 here)
 
   # A volume of another odd size, rotated and moved: the output has its geometry.
   image, label = _case((9, 35, 21), seed=99)
@@ -90,3 +97,19 @@ def test_odd_sized_anisotropic_volumes_train_on_patches_and_predict_keeps_geomet
   got = sitk.GetArrayFromImage(seg)
   assert got.shape == label.shape
   assert _dice(got == 1, label == 1) >= val_dice - 0.05, (_dice(got == 1, label == 1), val_dice)
+
+
+def test_evaluate_reproduces_the_validation_of_training_and_takes_overlap_and_mirror(trained, capsys):
+  work = trained
+  history = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
+  best = max(h["val_dice"] for h in history if "val_dice" in h)
+  status, out, err = _run(capsys, "evaluate", "--workdir", work, "--checkpoint", "best", "--json")
+  assert status == 0, err
+  assert abs(json.loads(out.strip().splitlines()[-1])["val_dice"] - best) < 1e-5
+  status, out, err = _run(capsys, "evaluate", "--workdir", work, "--checkpoint", "best", "--json",
+                          "--overlap", "0.25", "--mirror")
+  assert status == 0, err
+  mirrored = json.loads(out.strip().splitlines()[-1])["val_dice"]
+  assert mirrored > 0.75 and mirrored != best  # other windows and flips: another (close) figure
+  status, _, err = _run(capsys, "evaluate", "--workdir", work, "--overlap", "1")
+  assert status == 2 and "--overlap" in err and len(err.strip().splitlines()) == 1
