@@ -3,7 +3,7 @@
 # Before = a50cf54 (the last commit before the refactor) checked out at $BEFORE; after = this tree.
 # Each run starts in its own tree (python -m puts the working directory first on sys.path).
 # Runs alternate before/after so that both see the same machine state.
-# Parts: PARTBA=0 / PART3D=0 / PARTVARIANTS=0 skip one.
+# Parts: PARTBA=0 / PART3D=0 / PARTVARIANTS=0 / PARTPEERS=0 skip one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -42,4 +42,16 @@ if [ "${PARTVARIANTS:-1}" = 1 ]; then
     $PY experiments/bench/step_variants.py --model $m --batch-size 8 --image-size 256 --steps 3 --rounds 3 \
       --variants base,no_winograd,no_cpu_kernels,lax 2>&1 | tee $OUT/step_variants_${m}_s7.txt
   done
+fi
+
+# The issue's own form: `--peers` before and after, one run each (PyTorch and Keras as the yardstick).
+if [ "${PARTPEERS:-1}" = 1 ]; then
+  for m in fcn unet_small; do
+    for side in before after; do
+      tree=$ROOT; [ $side = before ] && tree=$BEFORE
+      echo "== $side $m $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
+      (cd "$tree" && PYTHONPATH=$tree $ROOT/$PY -m jaxseg bench --what train --model $m --batch-size 8 \
+        --image-size 256 --steps 3 --rounds 3 --peers)
+    done
+  done 2>&1 | tee $OUT/s7_peers_before_after.txt
 fi

@@ -24,9 +24,9 @@ def add_arguments(parser):
                            "into the volume). Both masks empty: Dice 1, HD95 0; one empty: Dice 0, HD95 "
                            "undefined (null, left out of the means). Prints a table and writes "
                            "per_case.csv in --workdir")
-  parser.add_argument("--overlap", type=float, default=0.5,
+  parser.add_argument("--overlap", type=float, default=None,
                       help="3-D runs and runs trained on patches: the sliding windows' overlap, a fraction "
-                           "of the window in [0, 1) (default 0.5, as training validated)")
+                           "of the window in [0, 1) (default: the run's --overlap, as training validated)")
   parser.add_argument("--mirror", action="store_true",
                       help="3-D runs and runs trained on patches: test-time mirroring (average over every "
                            "flip of the spatial axes)")
@@ -44,6 +44,8 @@ def run(args):
   batch_size = args.batch_size if args.batch_size is not None else config.batch_size
   if batch_size < 1:
     raise ConfigError(f"--batch-size: must be an integer >= 1, got {batch_size}")
+  if args.overlap is None:
+    args.overlap = config.overlap
   if not 0 <= args.overlap < 1:
     raise ConfigError(f"--overlap: must be in [0, 1), got {args.overlap}")
   nd = models.spatial_dims(config.model)

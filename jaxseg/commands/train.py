@@ -38,12 +38,14 @@ _FLAGS = {
     "patch_size": ("--patch-size", "patch", "train on patches of this size, D,H,W for a 3-D model or H,W for a "
                    "2-D one (multiples of the model's stride), a third of them centred on foreground, "
                    "patches_per_case per case and epoch; validation then segments whole cases by sliding windows "
-                   "of this size (overlap 0.5)"),
+                   "of this size (see --overlap)"),
     "spacing": ("--spacing", "spacing", "resample every case to this spacing in mm, Z,Y,X (a 2-D image takes Y,X; Y,X "
                 "for volumes resamples in plane and keeps each case's slice spacing), "
                 "with SimpleITK (linear for images, nearest for labels); predict resamples back"),
     "patches_per_case": ("--patches-per-case", int, "patches drawn from each training case per epoch "
                          "(with --patch-size, and for 3-D models)"),
+    "overlap": ("--overlap", float, "validation of patch-trained and 3-D runs: the sliding windows' "
+                "overlap, a fraction of the window in [0, 1)"),
     "seed": ("--seed", int, "seed of initialisation, data order, augmentation and dropout"),
     "devices": ("--devices", int, "data-parallel over this many devices (default 1; all in a multi-process run)"),
     "parallel": ("--parallel", str, "data-parallel layout with --devices > 1: pmap, shard_map or jit "

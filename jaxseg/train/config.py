@@ -17,7 +17,8 @@ SCHEDULES = ("constant", "exponential", "poly", "cosine")
 # checkpoint whose run used different values (epochs may grow on resume).
 IDENTITY_FIELDS = ("model", "data", "val_data", "num_classes", "loss", "optimizer", "lr",
                    "decay_rate", "decay_steps", "batch_size", "seed", "augment", "val_fraction",
-                   "normalize", "schedule", "warmup_steps", "patch_size", "spacing", "patches_per_case")
+                   "normalize", "schedule", "warmup_steps", "patch_size", "spacing", "patches_per_case",
+                   "overlap")
 
 # Defaults that depend on the model (fields left None are filled from here by
 # `TrainConfig.resolved`). The lab's models keep the lab's setting on its
@@ -81,6 +82,7 @@ class TrainConfig:
   patch_size: tuple[int, ...] | None = None   # train on patches (D,H,W or H,W); 3-D models: from the data
   spacing: tuple[float, ...] | None = None    # resample every case to this (z, y, x) mm spacing
   patches_per_case: int = 1        # patches of each case per epoch (patch training)
+  overlap: float = 0.5             # validation's sliding windows overlap by this fraction (patch training)
   seed: int = 0
   devices: int | None = None      # None: 1, or every device of a multi-process run
   parallel: str = "pmap"
@@ -125,6 +127,8 @@ class TrainConfig:
     need(isinstance(resolved.patches_per_case, int) and not isinstance(resolved.patches_per_case, bool)
          and resolved.patches_per_case >= 1, "patches-per-case",
          f"must be an integer >= 1, got {resolved.patches_per_case!r}")
+    need(number(resolved.overlap) and 0 <= resolved.overlap < 1, "overlap",
+         f"must be in [0, 1), got {resolved.overlap!r}")
     from jaxseg.data import patches, preprocess
     patches.parse_patch_size(resolved.patch_size)
     preprocess.parse_spacing(resolved.spacing)

@@ -227,7 +227,7 @@ class PatchInputs:
       self._windows = casewise.model_windows(model)
     out = casewise.evaluate_cases(self._windows(params), self._val_cases(), window=self.patch, loss_fn=loss_fn,
                                   num_classes=self.config.num_classes, batch_size=self.config.batch_size,
-                                  sample=True)
+                                  overlap=self.config.overlap, sample=True)
     self._sample = out.pop("sample")
     return out
 

@@ -210,7 +210,10 @@ def test_memory_holds_the_cases_in_flight_not_the_data_set(tmp_path):
   build40, epoch40 = _peaks(tmp_path, 40, shape)
   data_set = 40 * case_bytes
   assert build40 < 1.2 * build10 + 64_000 and build40 < 6 * case_bytes < data_set / 6, (build10, build40)
-  assert epoch40 < 1.2 * epoch10 + 64_000 and epoch40 < 2 * case_bytes, (epoch10, epoch40, case_bytes)
+  # An epoch holds the batches in flight (Grain's read-ahead, the prefetch buffer, their augmentation
+  # temporaries): how many are in flight at the peak depends on timing, not on the data set. A
+  # pipeline that held the data set would need 4x for 40 cases what it needs for 10.
+  assert epoch40 < 1.5 * epoch10 + 256_000 and epoch40 < data_set / 8, (epoch10, epoch40, data_set)
 
 
 def test_case_refs_of_the_specs_and_the_3d_default_data(tmp_path):

@@ -72,7 +72,8 @@ def trained(folder, tmp_path_factory):
   status = cli.main([str(a) for a in (
       "train", "--model", "unet3d_small", "--data", f"folder:{folder}", "--patch-size", "8,16,16",
       "--batch-size", "2", "--epochs", "6", "--patches-per-case", "4", "--optimizer", "adam", "--lr", "3e-3",
-      "--schedule", "constant", "--augment", "none", "--val-fraction", "0.34", "--workdir", work, "--quiet")])
+      "--schedule", "constant", "--augment", "none", "--val-fraction", "0.34", "--overlap", "0.25",
+      "--workdir", work, "--quiet")])
   assert status == 0
   return work
 
@@ -100,6 +101,7 @@ def test_odd_sized_anisotropic_volumes_train_on_patches_and_predict_keeps_geomet
 
 
 def test_evaluate_reproduces_the_validation_of_training_and_takes_overlap_and_mirror(trained, capsys):
+  """By default evaluate uses the run's own --overlap (0.25 here), so it gives training's best val Dice."""
   work = trained
   history = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
   best = max(h["val_dice"] for h in history if "val_dice" in h)
@@ -107,9 +109,15 @@ def test_evaluate_reproduces_the_validation_of_training_and_takes_overlap_and_mi
   assert status == 0, err
   assert abs(json.loads(out.strip().splitlines()[-1])["val_dice"] - best) < 1e-5
   status, out, err = _run(capsys, "evaluate", "--workdir", work, "--checkpoint", "best", "--json",
-                          "--overlap", "0.25", "--mirror")
+                          "--overlap", "0.5", "--mirror")
   assert status == 0, err
   mirrored = json.loads(out.strip().splitlines()[-1])["val_dice"]
   assert mirrored > 0.75 and mirrored != best  # other windows and flips: another (close) figure
   status, _, err = _run(capsys, "evaluate", "--workdir", work, "--overlap", "1")
   assert status == 2 and "--overlap" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_overlap_outside_0_1_is_a_one_line_error(tmp_path, capsys):
+  status, _, err = _run(capsys, "train", "--model", "unet3d_small", "--overlap", "1", "--workdir", tmp_path / "r")
+  assert status == 2 and "--overlap" in err and len(err.strip().splitlines()) == 1, err
+  assert not (tmp_path / "r" / "checkpoints").exists()
