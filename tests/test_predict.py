@@ -1,8 +1,9 @@
 """`jaxseg predict` by sliding windows: 3-D models on whole volumes, any size, the input's geometry.
 
-A run of a 3-D model is written here with the checkpoint API (until `jaxseg
-train` loads volumes for 3-D models); its predictions are checked against
+A run is written here with the checkpoint API and fixed weights (no training,
+so the expected output is known); its predictions are checked against
 `jaxseg.inference.sliding_window` on the same model, normalised by hand.
+tests/train/test_train_3d.py trains a 3-D run through the command and predicts with it.
 """
 
 import json
