@@ -71,7 +71,7 @@ def trained(folder, tmp_path_factory):
   work = tmp_path_factory.mktemp("run3d") / "run"
   status = cli.main([str(a) for a in (
       "train", "--model", "unet3d_small", "--data", f"folder:{folder}", "--patch-size", "8,16,16",
-      "--batch-size", "2", "--epochs", "6", "--patches-per-case", "4", "--optimizer", "adam", "--lr", "3e-3",
+      "--batch-size", "2", "--epochs", "3", "--patches-per-case", "4", "--optimizer", "adam", "--lr", "3e-3",
       "--schedule", "constant", "--augment", "none", "--val-fraction", "0.34", "--overlap", "0.25",
       "--workdir", work, "--quiet")])
   assert status == 0
