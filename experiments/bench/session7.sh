@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 7: the conv-dispatch refactor (issue 15) costs no speed, and the 3-D figures (issues 18, 19).
-# Before = a50cf54 (the last commit before the refactor) checked out at $BEFORE; after = this tree.
+# Before = a50cf54 (the last commit before the refactor) checked out at $BEFORE
+# (git worktree add /work/wt_before a50cf54); after = this tree.
 # Each run starts in its own tree (python -m puts the working directory first on sys.path).
 # Runs alternate before/after so that both see the same machine state.
 # Parts: PARTBA=0 / PART3D=0 / PARTVARIANTS=0 / PARTPEERS=0 skip one.
