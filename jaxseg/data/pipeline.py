@@ -51,6 +51,26 @@ class PipelineOptions:
   read_threads: int = 2
 
 
+class _EpochOrder:
+  """epoch -> the permutation of ``n`` items for that epoch, the latest one kept.
+
+  Read threads can be on two epochs at once (the last batches of one, the
+  first of the next), so the cached (epoch, order) pair is read once per call
+  and replaced whole, never compared and indexed in two reads.
+  """
+
+  def __init__(self, n: int, seed: int, shuffle: bool = True):
+    self.n, self.seed, self.shuffle = n, seed, shuffle
+    self._latest = (None, None)
+
+  def __call__(self, epoch: int) -> np.ndarray:
+    latest = self._latest
+    if latest[0] != epoch:
+      latest = (epoch, epoch_order(self.n, seed=self.seed, epoch=epoch, shuffle=self.shuffle))
+      self._latest = latest
+    return latest[1]
+
+
 class _Examples:
   """Random access to training positions -> un-augmented examples."""
 
@@ -59,7 +79,7 @@ class _Examples:
     self.images, self.labels = images, labels
     self.per_epoch = batch_size * steps_per_epoch
     self.epochs, self.seed, self.shuffle = epochs, seed, shuffle
-    self._order = (None, None)
+    self._order = _EpochOrder(len(labels), seed, shuffle)
 
   def __len__(self) -> int:
     return self.per_epoch * self.epochs
@@ -67,11 +87,7 @@ class _Examples:
   def __getitem__(self, position: int) -> dict:
     epoch, i = divmod(int(position), self.per_epoch)
     epoch += 1
-    order = self._order  # one read: read threads may be on two epochs at once
-    if order[0] != epoch:
-      order = (epoch, epoch_order(len(self.labels), seed=self.seed, epoch=epoch, shuffle=self.shuffle))
-      self._order = order
-    index = int(order[1][i])
+    index = int(self._order(epoch)[i])
     return {"image": self.images[index], "label": self.labels[index], "epoch": epoch, "index": index}
 
 
@@ -84,7 +100,7 @@ class _Patches:
     self.per_epoch = batch_size * steps_per_epoch
     self.items = len(cases) * patches_per_case
     self.epochs, self.seed, self.pad_value = epochs, seed, pad_value
-    self._order = (None, None)
+    self._order = _EpochOrder(self.items, seed)
 
   def __len__(self) -> int:
     return self.per_epoch * self.epochs
@@ -92,11 +108,7 @@ class _Patches:
   def __getitem__(self, position: int) -> dict:
     epoch, i = divmod(int(position), self.per_epoch)
     epoch += 1
-    order = self._order  # one read: read threads may be on two epochs at once
-    if order[0] != epoch:
-      order = (epoch, epoch_order(self.items, seed=self.seed, epoch=epoch))
-      self._order = order
-    item = int(order[1][i])
+    item = int(self._order(epoch)[i])
     case, k = item % len(self.cases), item // len(self.cases)
     rng = np.random.default_rng([self.seed % 2**63, epoch, 4, case, k])
     start = self.sampler.start(self.cases.shape(case), self.cases.foreground(case), rng)
