@@ -46,6 +46,20 @@ def test_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
   assert (tmp_path / "part" / "figures" / "epoch_003.png").exists()
 
 
+def test_patch_training_with_augmentation_resumes_exactly(tmp_path):
+  """Patches drawn from (seed, epoch, case), augmented, validated by sliding windows: one epoch and
+  --resume to two ends as two epochs at once. (The 3-D runs take the same path with volumes
+  from a disk cache: tests/data/test_preprocess.py checks that cache and its reuse.)"""
+  config = tiny_config(epochs=2, patch_size=(16, 16), augment="default", patches_per_case=2)
+  full = train_and_evaluate(config, str(tmp_path / "full"), quiet=True)
+  train_and_evaluate(dataclasses.replace(config, epochs=1), str(tmp_path / "part"), quiet=True)
+  again = train_and_evaluate(config, str(tmp_path / "part"), resume=True, quiet=True)
+  assert again["patch_size"] == [16, 16]
+  for k in ("val_dice", "val_loss", "val_accuracy", "train_loss", "train_dice", "steps"):
+    assert again[k] == full[k], k  # bit for bit on the CPU
+  assert numbers(_history(tmp_path / "part")) == numbers(_history(tmp_path / "full"))
+
+
 def test_best_checkpoint_survives_keep_1(tmp_path):
   config = tiny_config(epochs=3, keep=1)
   train_and_evaluate(config, str(tmp_path), quiet=True)

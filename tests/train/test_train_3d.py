@@ -121,3 +121,4 @@ def test_train_overlap_outside_0_1_is_a_one_line_error(tmp_path, capsys):
   status, _, err = _run(capsys, "train", "--model", "unet3d_small", "--overlap", "1", "--workdir", tmp_path / "r")
   assert status == 2 and "--overlap" in err and len(err.strip().splitlines()) == 1, err
   assert not (tmp_path / "r" / "checkpoints").exists()
+
