@@ -3,16 +3,14 @@
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 
 from jaxseg.train import checkpoint, train_and_evaluate
-from train_helpers import TINY_DATA, numbers, tiny_config
+from train_helpers import TINY_DATA, numbers, sigkill_after_first_checkpoint, tiny_config
 
 AUG = dict(augment="heavy", schedule="cosine", warmup_steps=3)
 # poly and cosine stretch over the run's epochs, so a run stopped by --epochs 1
@@ -39,28 +37,12 @@ def test_augmented_resume_equals_uninterrupted_and_workers_do_not_change_numbers
   assert numbers(_state(tmp_path / "part")["history"]) == numbers(_state(tmp_path / "full")["history"])
 
 
-def _finished(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  return [n for n in os.listdir(d) if n.isdigit()] if os.path.isdir(d) else []
-
-
 def test_sigkill_with_augmentation_then_resume_matches(tmp_path):
   args = ["--model", "cnn3", "--loss", "ce", "--data", TINY_DATA, "--epochs", "3", "--batch-size", "4",
           "--lr", "3e-3", "--augment", "heavy", "--schedule", "cosine", "--warmup-steps", "3",
           "--json", "--quiet"]
   killed = str(tmp_path / "killed")
-  p = subprocess.Popen([sys.executable, "-m", "jaxseg", "train", *args, "--workdir", killed],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.time() + 400
-    while not _finished(killed) and p.poll() is None and time.time() < deadline:
-      time.sleep(0.05)
-    assert p.poll() is None, "the run ended before it could be killed"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait(timeout=30)
-  finally:
-    if p.poll() is None:
-      p.kill()
+  sigkill_after_first_checkpoint(args, killed)
   r = subprocess.run([sys.executable, "-m", "jaxseg", "train", *args, "--workdir", killed, "--resume"],
                      capture_output=True, text=True, timeout=400)
   assert r.returncode == 0, r.stderr[-2000:]

@@ -5,10 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from jaxseg.train import train_and_evaluate
-from train_helpers import TINY_DATA, tiny_config
+from train_helpers import TINY_DATA, finished_checkpoints, sigkill_after_first_checkpoint, tiny_config
 
 ARGS = ["--model", "cnn3", "--loss", "ce", "--data", TINY_DATA, "--epochs", "3", "--batch-size", "4", "--lr", "3e-3",
         "--json", "--quiet"]
@@ -21,30 +20,10 @@ def _train(workdir, *extra):
   return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _finished_epochs(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(d):
-    return []
-  # orbax renames a checkpoint to its final name only when it is complete
-  return [n for n in os.listdir(d) if n.isdigit()]
-
-
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
   killed = str(tmp_path / "killed")
-  p = subprocess.Popen([sys.executable, "-m", "jaxseg", "train", *ARGS, "--workdir", killed],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.time() + 400
-    while not _finished_epochs(killed) and p.poll() is None and time.time() < deadline:
-      time.sleep(0.05)
-    assert p.poll() is None, "the run ended before it could be killed"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait(timeout=30)
-  finally:
-    if p.poll() is None:
-      p.kill()
-  assert p.returncode == -signal.SIGKILL
-  done = sorted(int(e) for e in _finished_epochs(killed))
+  assert sigkill_after_first_checkpoint(ARGS, killed) == -signal.SIGKILL
+  done = sorted(int(e) for e in finished_checkpoints(killed))
   assert done and done[-1] < 3
   resumed = _train(killed, "--resume")
   # the uninterrupted reference in this process (same config as ARGS)
