@@ -68,6 +68,11 @@ CASES = [
     ((2, 4, 5, 6, 3), (2, 3, 2, 3, 17), (2, 1, 2), [(0, 1), (1, 1), (1, 0)]),  # mixed strides, explicit pads
     ((1, 9, 8, 7, 20), (3, 3, 3, 20, 16), 2, "VALID"),
     ((2, 6, 6, 6, 8), (1, 1, 1, 8, 16), 1, "SAME"),       # 1x1x1
+    # deep layer: kernel large next to the data, so dW is cut by kernel entries; 64 + 16 output
+    # channels (tap groups of 6 and of 16); forward kernel rows in two chunks (the second adds)
+    ((2, 3, 4, 5, 40), (3, 3, 3, 40, 80), 1, "SAME"),
+    ((1, 2, 3, 2, 100), (3, 3, 3, 100, 20), 1, "SAME"),    # kernel rows in 3 chunks; 16 + tail of 4
+    ((1, 6, 20, 22, 32), (3, 3, 3, 32, 24), 1, "SAME"),    # dW cut by rows, kernel over 64 KiB
 ]
 IDS = [f"{'x'.join(map(str, x[1:]))}-{'x'.join(map(str, w[:-2]))}->{w[-1]}/{s}" for x, w, s, _ in CASES]
 

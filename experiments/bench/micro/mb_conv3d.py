@@ -5,8 +5,10 @@
     .venv/bin/python experiments/bench/micro/mb_conv3d.py [--rounds 5] [--forms lax,auto,direct,im2col] [--batch 2]
 
 Each form is checked against XLA's values first (max error relative to XLA's
-scale), then timed: median of the rounds, each round one call of every form
-in turn (and PyTorch's conv3d forward + backward with the same cotangent, if
+scale), then timed: median of the rounds, each round one timed call of every
+form in turn, each after a 20 ms pause and an untimed call of the same form
+(PyTorch's OpenMP threads spin for some ms after a call and would slow
+whatever ran next; the untimed call wakes the form's own threads) (and PyTorch's conv3d forward + backward with the same cotangent, if
 installed). The layers are the table of issue 19 (3x3x3 SAME, stride 1).
 """
 
@@ -98,6 +100,8 @@ def main(argv=None):
     times = {k: [] for k in steps}
     for _ in range(args.rounds):
       for k, s in steps.items():
+        time.sleep(0.02)   # PyTorch's OpenMP threads spin for some ms after a call (GOMP_SPINCOUNT)
+        s()                # untimed: wakes this form's threads
         t0 = time.perf_counter()
         s()
         times[k].append(time.perf_counter() - t0)

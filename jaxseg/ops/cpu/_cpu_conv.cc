@@ -20,22 +20,36 @@
 // output pixel are contiguous in memory ((x*sw + kw) * C + c), so both kernels
 // run one flat loop over j = kw * C + c.
 //
+// Both handlers first make the pads explicit (a zero-padded copy of the
+// input, unless no tap falls outside): the forward then runs strips of
+// output pixels that cross rows, and the weight gradient loops over pixels
+// with no edge cases. The forward passes over the kernel once per strip, so
+// the narrow deep layers of a 3-D U-Net (8 or 16 pixels a row, 2 of them
+// edges) paid up to twice their work in edge strips before. The weight
+// gradient is cut among threads by rows (partial sums) when its kernel is
+// small next to the data, else by kernel entries (no partial sums).
+//
 // Also here: the tile transforms of Winograd F(4x4, 3x3) and batched matrix
 // products (the forward and weight-gradient kernels as 1x1 convs), which
 // jaxseg/ops/winograd.py combines into 3x3 (and space-to-depth 5x5/2) convs.
 //
-// Threads: rows (n, h) are cut into parts; XLA's intra-op thread pool runs
-// helpers, and the calling thread claims parts too, so a call finishes even if
-// no pool thread is free (no waiting on a task that has not started).
+// Threads: the work is cut into parts, claimed by the calling thread and by
+// helper threads of this file's own, which spin for a few ms between calls
+// (see `Helpers`); a call finishes even if no helper comes (no waiting on a
+// task that has not started).
 
 #include <algorithm>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -169,6 +183,184 @@ void fwd_rows(const Dims& d, int64_t co_pad, const float* xin, const float* wk, 
   }
 }
 
+// ---------------------------------------------------------------- padded input, flat strips
+// The conv on its input with the pads made explicit: (n, d', h', w', ci) with d' = (od - 1) * sd + kd
+// (and so on), zeros outside the image. Every tap of every output pixel then lies inside, at a fixed
+// offset from the pixel's corner, so a strip of output pixels may cross rows and needs no edge
+// cases: the edge pixels of a narrow layer (2 of 16 per row) would otherwise each cost a pass over
+// the kernel of their own.
+Dims padded_dims(const Dims& d) {
+  Dims p = d;
+  p.d = (d.od - 1) * d.sd + d.kd;
+  p.h = (d.oh - 1) * d.sh + d.kh;
+  p.w = (d.ow - 1) * d.sw + d.kw;
+  p.pd = p.ph = p.pw = 0;
+  return p;
+}
+
+// Whether the input must be copied to have every tap inside (else it is used as it is).
+bool needs_padding(const Dims& d) {
+  const Dims p = padded_dims(d);
+  return d.pd != 0 || d.ph != 0 || d.pw != 0 || p.d > d.d || p.h > d.h || p.w > d.w;
+}
+
+// Rows [r0, r1) (r = (n, z', i')) of the padded input p of x (dims d).
+void pad_rows(const Dims& d, const Dims& p, const float* x, float* xp, int64_t r0, int64_t r1) {
+  const int64_t c = d.ci, lo = std::min(std::max<int64_t>(d.pw, 0), p.w),
+                hi = std::max(lo, std::min(p.w, d.w + d.pw));
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t hp = r % p.h, t = r / p.h, zp = t % p.d, n = t / p.d;
+    const int64_t z = zp - d.pd, h = hp - d.ph;
+    float* out = xp + r * p.w * c;
+    if (z < 0 || z >= d.d || h < 0 || h >= d.h) {
+      std::memset(out, 0, p.w * c * sizeof(float));
+      continue;
+    }
+    const float* src = x + ((n * d.d + z) * d.h + h) * d.w * c;
+    std::memset(out, 0, lo * c * sizeof(float));
+    std::memcpy(out + lo * c, src + (lo - d.pw) * c, (hi - lo) * c * sizeof(float));
+    std::memset(out + hi * c, 0, (p.w - hi) * c * sizeof(float));
+  }
+}
+
+// Buffers for padded inputs and partial sums, kept between calls (fresh pages cost a fault each)
+// and handed to one call at a time (XLA may run two custom calls at once).
+class BufferPool {
+ public:
+  struct Buf {
+    std::unique_ptr<float[]> p;
+    size_t n = 0;
+  };
+  Buf take(size_t n) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      size_t best = free_.size();
+      for (size_t i = 0; i < free_.size(); ++i)
+        if (free_[i].n >= n && (best == free_.size() || free_[i].n < free_[best].n)) best = i;
+      if (best < free_.size()) {
+        Buf b = std::move(free_[best]);
+        free_.erase(free_.begin() + best);
+        return b;
+      }
+    }
+    Buf b;
+    b.p.reset(new float[n]);
+    b.n = n;
+    return b;
+  }
+  void give(Buf b) {
+    std::lock_guard<std::mutex> g(mu_);
+    free_.push_back(std::move(b));
+    if (free_.size() > 4) {  // keep the four largest
+      auto smallest = std::min_element(free_.begin(), free_.end(), [](const Buf& a, const Buf& b) { return a.n < b.n; });
+      free_.erase(smallest);
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Buf> free_;
+};
+
+BufferPool& buffers() {
+  static BufferPool* pool = new BufferPool();  // never destroyed: calls may run at exit
+  return *pool;
+}
+
+// P output pixels with input corners xs[p] and outputs ys[p] (at channel o0), output channels
+// [o0, o0 + 16 * CV) (the last vector `tail` < 16 channels if tail > 0), kernel rows [k0, k1) on a
+// padded input (d: no pads); `add` adds to the outputs (a later chunk of kernel rows).
+template <int CV, int P>
+inline void fwd_flat_strip(const Dims& d, int64_t co_pad, const float* const* xs, float* const* ys,
+                           const float* wk, int64_t o0, int64_t tail, int64_t k0, int64_t k1, bool add) {
+  v16 acc[P][CV];
+  _Pragma("GCC unroll 32")
+  for (int p = 0; p < P; ++p)
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) {
+      if (!add) acc[p][v] = v16{};
+      else if (tail > 0 && v == CV - 1) acc[p][v] = load_n(ys[p] + 16 * v, tail);
+      else acc[p][v] = load(ys[p] + 16 * v);
+    }
+  const int64_t kwc = d.kw * d.ci;
+  for (int64_t kr = k0; kr < k1; ++kr) {
+    const int64_t off = ((kr / d.kh) * d.h + kr % d.kh) * d.w * d.ci;
+    const float* xr[P];
+    _Pragma("GCC unroll 32")
+    for (int p = 0; p < P; ++p) xr[p] = xs[p] + off;
+    const float* wr = wk + kr * kwc * co_pad + o0;
+    for (int64_t j = 0; j < kwc; ++j) {
+      v16 wv[CV];
+      _Pragma("GCC unroll 32")
+      for (int v = 0; v < CV; ++v) wv[v] = load(wr + j * co_pad + 16 * v);
+      _Pragma("GCC unroll 32")
+      for (int p = 0; p < P; ++p) {
+        const v16 b = splat(xr[p][j]);
+        _Pragma("GCC unroll 32")
+        for (int v = 0; v < CV; ++v) acc[p][v] += b * wv[v];
+      }
+    }
+  }
+  _Pragma("GCC unroll 32")
+  for (int p = 0; p < P; ++p)
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) {
+      if (tail > 0 && v == CV - 1) store_n(ys[p] + 16 * v, acc[p][v], tail);
+      else store(ys[p] + 16 * v, acc[p][v]);
+    }
+}
+
+// A strip of np <= P pixels: the template for exactly np.
+template <int CV, int P>
+inline void fwd_flat_strip_n(int64_t np, const Dims& d, int64_t co_pad, const float* const* xs,
+                             float* const* ys, const float* wk, int64_t o0, int64_t tail, int64_t k0,
+                             int64_t k1, bool add) {
+  if (np == P) fwd_flat_strip<CV, P>(d, co_pad, xs, ys, wk, o0, tail, k0, k1, add);
+  else if constexpr (P > 1) fwd_flat_strip_n<CV, P - 1>(np, d, co_pad, xs, ys, wk, o0, tail, k0, k1, add);
+}
+
+// Output pixels [q0, q1) (q = ((n * od + z) * oh + i) * ow + x) of the conv on a padded input (d: no
+// pads), in strips of P pixels that may cross rows; output channels in blocks of 64 (the kernel
+// block's columns, `kernel_block_bytes` a kernel row); kernel rows in chunks whose block fits in
+// `chunk_bytes` (it stays in L2 while every strip of the part passes over it).
+template <int CV, int P>
+void fwd_flat_block(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* y, int64_t q0,
+                    int64_t q1, int64_t o0, int64_t tail, int64_t chunk) {
+  const int64_t kr_n = d.kd * d.kh;
+  for (int64_t k0 = 0; k0 < kr_n; k0 += chunk) {
+    const int64_t k1 = std::min(kr_n, k0 + chunk);
+    for (int64_t q = q0; q < q1; q += P) {
+      const int64_t np = std::min<int64_t>(P, q1 - q);
+      const float* xs[P];
+      float* ys[P];
+      for (int64_t p = 0; p < np; ++p) {
+        const int64_t qq = q + p, x = qq % d.ow, r = qq / d.ow, i = r % d.oh, nz = r / d.oh, z = nz % d.od,
+                      n = nz / d.od;
+        xs[p] = xin + (((n * d.d + z * d.sd) * d.h + i * d.sh) * d.w + x * d.sw) * d.ci;
+        ys[p] = y + qq * d.co + o0;
+      }
+      fwd_flat_strip_n<CV, P>(np, d, co_pad, xs, ys, wk, o0, tail, k0, k1, k0 > 0);
+    }
+  }
+}
+
+struct FlatTiling {
+  int64_t chunk_bytes = 256 << 10;  // kernel rows per chunk: their 64-column block in about this much
+};
+
+void fwd_flat(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* y, int64_t q0, int64_t q1,
+              const FlatTiling& t) {
+  const int64_t kr_bytes = d.kw * d.ci * 64 * 4;
+  const int64_t chunk = std::max<int64_t>(1, t.chunk_bytes / std::max<int64_t>(kr_bytes, 1));
+  for (int64_t o0 = 0; o0 < d.co; o0 += 64) {
+    const int64_t rem = std::min<int64_t>(64, d.co - o0), tail = rem % 16;
+    if (rem > 48) fwd_flat_block<4, 6>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
+    else if (rem > 32) fwd_flat_block<3, 8>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
+    else if (rem > 16) fwd_flat_block<2, 12>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
+    else fwd_flat_block<1, 12>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
+  }
+}
+
 // ---------------------------------------------------------------- weights
 // Taps j in [j0, j0 + G) of kernel row kr = (kz, kh), output channels [o0, o0 + 16 * CV)
 // (the last vector `tail` < 16 channels if tail > 0), summed over output rows
@@ -263,35 +455,194 @@ void dw_rows(const Dims& d, const float* xin, const float* dy, float* dw, int64_
   }
 }
 
-// ---------------------------------------------------------------- threads
-struct Job {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  int64_t parts = 0;
+// Weight gradient on a padded input (d: no pads). Its work is cut into units u = (kernel row kr,
+// block of 64 output channels, group of G taps j = kw * ci + c); a unit over output rows [r0, r1) adds
+// sum_{r, x} xin[row_base[r] + off(kr) + x * sw * ci + j] dy[r, x, o] to dw[kr, j, o]. row_base[r] is
+// the input corner of output row r, so the pixel loop has no divisions and no edge cases.
+template <int CV, int G, bool TAIL>
+inline void dw_flat_group(const Dims& d, const float* xin, const float* dy, float* dw, const int64_t* row_base,
+                          int64_t r0, int64_t r1, int64_t kr, int64_t j0, int64_t gn, int64_t o0, int64_t tail) {
+  v16 acc[G][CV];
+  _Pragma("GCC unroll 32")
+  for (int g = 0; g < G; ++g)
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) acc[g][v] = v16{};
+  const int64_t off = ((kr / d.kh) * d.h + kr % d.kh) * d.w * d.ci + j0, step = d.sw * d.ci;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = xin + row_base[r] + off;
+    const float* dyr = dy + r * d.ow * d.co + o0;
+    for (int64_t x = 0; x < d.ow; ++x) {
+      v16 dv[CV];
+      _Pragma("GCC unroll 32")
+      for (int v = 0; v < CV; ++v)
+        dv[v] = (TAIL && v == CV - 1) ? load_n(dyr + x * d.co + 16 * v, tail) : load(dyr + x * d.co + 16 * v);
+      const float* xp = xr + x * step;
+      _Pragma("GCC unroll 32")
+      for (int g = 0; g < G; ++g) {
+        if (g >= gn) break;
+        const v16 b = splat(xp[g]);
+        _Pragma("GCC unroll 32")
+        for (int v = 0; v < CV; ++v) acc[g][v] += b * dv[v];
+      }
+    }
+  }
+  float* out = dw + (kr * d.kw * d.ci + j0) * d.co + o0;
+  for (int g = 0; g < gn; ++g)
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) {
+      float* o = out + g * d.co + 16 * v;
+      if (tail > 0 && v == CV - 1) store_n(o, load_n(o, tail) + acc[g][v], tail);
+      else store(o, load(o) + acc[g][v]);
+    }
+}
+
+// Register tiles of the weight gradient by the output channels left in a block of 64.
+constexpr int dw_group_size(int cv) { return cv == 4 ? 6 : cv == 3 ? 8 : cv == 2 ? 12 : 16; }
+
+struct DwUnits {
+  int64_t blocks, groups_per_row;  // per kernel row: blocks of 64 output channels x groups of taps
+  int64_t count;
 };
 
-// Runs body(part) for part in [0, parts) on the calling thread and up to
-// (pool threads - 1) helpers; returns when all parts are done.
-template <typename Body>
-void parallel_parts(ffi::ThreadPool pool, int64_t parts, Body body) {
-  auto job = std::make_shared<Job>();
-  job->parts = parts;
-  auto shared_body = std::make_shared<Body>(std::move(body));
-  auto work = [job, shared_body]() {
+DwUnits dw_units(const Dims& d) {
+  DwUnits u;
+  u.blocks = (d.co + 63) / 64;
+  // the group size of the widest block (all blocks but the last have 64 channels)
+  const int64_t g = dw_group_size(static_cast<int>(std::min<int64_t>(4, (std::min<int64_t>(64, d.co) + 15) / 16)));
+  u.groups_per_row = (d.kw * d.ci + g - 1) / g;
+  u.count = d.kd * d.kh * u.blocks * u.groups_per_row;
+  return u;
+}
+
+template <int CV>
+inline void dw_flat_unit_cv(const Dims& d, const float* xin, const float* dy, float* dw, const int64_t* rb,
+                            int64_t r0, int64_t r1, int64_t kr, int64_t j0, int64_t j1, int64_t o0, int64_t tail) {
+  constexpr int G = dw_group_size(CV);
+  const int64_t gn = std::min<int64_t>(G, j1 - j0);
+  if (gn <= 0) return;
+  if (tail > 0) dw_flat_group<CV, G, true>(d, xin, dy, dw, rb, r0, r1, kr, j0, gn, o0, tail);
+  else dw_flat_group<CV, G, false>(d, xin, dy, dw, rb, r0, r1, kr, j0, gn, o0, tail);
+}
+
+// Units [u0, u1) over output rows [r0, r1), in tiles of rows whose input and cotangent rows fill about
+// half of L2 (every unit passes over a tile from cache).
+void dw_flat(const Dims& d, const DwUnits& units, const float* xin, const float* dy, float* dw,
+             const int64_t* rb, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+  const int64_t row_bytes = (d.w * d.ci + d.ow * d.co) * 4;
+  const int64_t tile = std::max<int64_t>(1, (512 << 10) / std::max<int64_t>(row_bytes, 1));
+  for (int64_t t0 = r0; t0 < r1; t0 += tile) {
+    const int64_t t1 = std::min(r1, t0 + tile);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t jg = u % units.groups_per_row, t = u / units.groups_per_row, b = t % units.blocks,
+                    kr = t / units.blocks;
+      const int64_t o0 = 64 * b, rem = std::min<int64_t>(64, d.co - o0), tail = rem % 16;
+      const int cv = static_cast<int>((rem + 15) / 16);
+      // The group size is the widest block's; a narrower last block takes the same taps in
+      // groups of its own size.
+      const int64_t gw = dw_group_size(static_cast<int>(std::min<int64_t>(4, (std::min<int64_t>(64, d.co) + 15) / 16)));
+      const int64_t j_lo = jg * gw, j_hi = std::min<int64_t>(j_lo + gw, d.kw * d.ci);
+      const int64_t g_own = dw_group_size(cv);
+      for (int64_t j = j_lo; j < j_hi; j += g_own) {
+        if (cv == 4) dw_flat_unit_cv<4>(d, xin, dy, dw, rb, t0, t1, kr, j, j_hi, o0, tail);
+        else if (cv == 3) dw_flat_unit_cv<3>(d, xin, dy, dw, rb, t0, t1, kr, j, j_hi, o0, tail);
+        else if (cv == 2) dw_flat_unit_cv<2>(d, xin, dy, dw, rb, t0, t1, kr, j, j_hi, o0, tail);
+        else dw_flat_unit_cv<1>(d, xin, dy, dw, rb, t0, t1, kr, j, j_hi, o0, tail);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- threads
+// Helper threads of their own, kept hot between calls. A call's parts run on the calling thread and
+// on the helpers; a helper that finds no new call spins (yielding the core to any other runnable
+// thread) for `kSpinMicros` before it sleeps. Why not XLA's intra-op pool: its threads sleep between
+// the ops of a step, and waking one took about as long as a whole deep-layer call (1-2 ms), so half
+// of those calls ran on one thread (bimodal times, 1.1 vs 2.1 ms). PyTorch's OpenMP threads spin
+// the same way. A call that finds the helpers busy with another call (XLA runs independent ops at
+// once) runs on its own thread.
+constexpr int64_t kSpinMicros = 3000;
+
+class Helpers {
+ public:
+  explicit Helpers(int64_t n) : n_(n) {
+    for (int64_t i = 0; i < n; ++i) std::thread([this] { Loop(); }).detach();
+  }
+  int64_t size() const { return n_; }
+
+  // Runs body(part) for part in [0, parts); returns when all parts are done.
+  template <typename Body>
+  void Run(int64_t parts, const Body& body) {
+    std::unique_lock<std::mutex> own(run_mu_, std::try_to_lock);
+    if (!own.owns_lock() || n_ == 0 || parts <= 1) {
+      for (int64_t p = 0; p < parts; ++p) body(p);
+      return;
+    }
+    Job job;
+    job.parts = parts;
+    job.body = [&body](int64_t p) { body(p); };
+    job_.store(&job);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      generation_.fetch_add(1);
+    }
+    cv_.notify_all();
+    Work(&job);
+    while (job.done.load() < parts) _mm_pause_or_yield();
+    job_.store(nullptr);
+    while (active_.load() != 0) _mm_pause_or_yield();  // a helper may still hold the pointer
+  }
+
+ private:
+  struct Job {
+    std::atomic<int64_t> next{0}, done{0};
+    int64_t parts = 0;
+    std::function<void(int64_t)> body;
+  };
+  static void _mm_pause_or_yield() { std::this_thread::yield(); }
+  static void Work(Job* job) {
     for (;;) {
       const int64_t p = job->next.fetch_add(1);
       if (p >= job->parts) return;
-      (*shared_body)(p);
+      job->body(p);
       job->done.fetch_add(1);
     }
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), parts) - 1;
-  for (int64_t i = 0; i < helpers; ++i) {
-    auto task = work;
-    pool.Schedule(std::move(task));
   }
-  work();
-  while (job->done.load() < parts) std::this_thread::yield();
+  void Loop() {
+    uint64_t seen = generation_.load();
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      while (generation_.load() == seen &&
+             std::chrono::steady_clock::now() - start < std::chrono::microseconds(kSpinMicros))
+        std::this_thread::yield();
+      if (generation_.load() == seen) {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return generation_.load() != seen; });
+      }
+      seen = generation_.load();
+      active_.fetch_add(1);
+      if (Job* job = job_.load()) Work(job);
+      active_.fetch_sub(1);
+    }
+  }
+
+  const int64_t n_;
+  std::mutex run_mu_, mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<Job*> job_{nullptr};
+  std::atomic<int64_t> active_{0};
+};
+
+Helpers& helpers(int64_t threads) {
+  static Helpers* h = new Helpers(std::max<int64_t>(threads, 1) - 1);  // never destroyed: calls may run at exit
+  return *h;
+}
+
+// Runs body(part) for part in [0, parts) on the calling thread and the helpers (one fewer than
+// XLA's intra-op threads, counted at the first call); returns when all parts are done.
+template <typename Body>
+void parallel_parts(ffi::ThreadPool pool, int64_t parts, Body body) {
+  helpers(pool.num_threads()).Run(parts, body);
 }
 
 int64_t num_parts(int64_t rows, int64_t threads) {
@@ -316,6 +667,23 @@ bool conv_dims(const A& xd, const B& yd, const C& kd, int64_t sd, int64_t sh, in
   return true;
 }
 
+// The input of the conv d with every tap inside: x itself (*pd = d), or a padded copy in *buf
+// (*pd = padded_dims(d)), made in parallel rows.
+const float* padded_input(ffi::ThreadPool pool, const Dims& d, const float* x, BufferPool::Buf* buf, Dims* pd) {
+  if (!needs_padding(d)) {
+    *pd = d;
+    return x;
+  }
+  const Dims p = padded_dims(d);
+  *pd = p;
+  const int64_t rows = p.n * p.d * p.h;
+  *buf = buffers().take(static_cast<size_t>(rows * p.w * p.ci));
+  float* out = buf->p.get();
+  const int64_t parts = num_parts(rows, pool.num_threads());
+  parallel_parts(pool, parts, [=](int64_t i) { pad_rows(d, p, x, out, rows * i / parts, rows * (i + 1) / parts); });
+  return out;
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wk,
                    ffi::ResultBuffer<ffi::F32> y, int64_t sd, int64_t sh, int64_t sw, int64_t pd, int64_t ph,
                    int64_t pw) {
@@ -325,13 +693,17 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
       kd[kd.size() - 1] % 16 != 0)
     return ffi::Error::InvalidArgument("jaxseg conv forward: inconsistent shapes");
   const int64_t co_pad = kd[kd.size() - 1];
-  const float* xp = x.typed_data();
+  BufferPool::Buf buf;
+  Dims dp;
+  const float* xp = padded_input(pool, d, x.typed_data(), &buf, &dp);
   const float* wp = wk.typed_data();
   float* yp = y->typed_data();
-  const int64_t rows = d.rows(), parts = num_parts(rows, pool.num_threads());
+  const int64_t pixels = d.rows() * d.ow, parts = num_parts(d.rows(), pool.num_threads());
+  const FlatTiling tiling;
   parallel_parts(pool, parts, [=](int64_t p) {
-    fwd_rows(d, co_pad, xp, wp, yp, rows * p / parts, rows * (p + 1) / parts);
+    fwd_flat(dp, co_pad, xp, wp, yp, pixels * p / parts, pixels * (p + 1) / parts, tiling);
   });
+  if (buf.p) buffers().give(std::move(buf));
   return ffi::Error::Success();
 }
 
@@ -342,24 +714,46 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   Dims d;
   if (!conv_dims(xd, gd, wd, sd, sh, sw, pd, ph, pw, &d) || wd[wd.size() - 1] != d.co)
     return ffi::Error::InvalidArgument("jaxseg conv weight gradient: inconsistent shapes");
-  const float* xp = x.typed_data();
+  BufferPool::Buf buf;
+  Dims dp;
+  const float* xp = padded_input(pool, d, x.typed_data(), &buf, &dp);
   const float* dyp = dy.typed_data();
   float* out = dw->typed_data();
   const int64_t size = d.kd * d.kh * d.kw * d.ci * d.co, rows = d.rows();
-  // Parts for load balance, but no more than one per thread for a kernel over
-  // 64 KiB: each part zeroes, fills and adds a partial sum of its size.
-  const int64_t parts = size * 4 <= (64 << 10) ? num_parts(rows, pool.num_threads())
-                                               : std::min<int64_t>(rows, std::max<int64_t>(pool.num_threads(), 1));
-  // One partial sum per part (not per thread: parts go to whichever thread
-  // claims them), added in part order so the result does not depend on timing.
-  auto partial = std::make_shared<std::vector<float>>(parts * size, 0.0f);
-  float* pp = partial->data();
-  parallel_parts(pool, parts, [=](int64_t p) {
-    dw_rows(d, xp, dyp, pp + p * size, rows * p / parts, rows * (p + 1) / parts);
-  });
-  std::memcpy(out, pp, size * sizeof(float));
-  for (int64_t p = 1; p < parts; ++p)
-    for (int64_t i = 0; i < size; ++i) out[i] += pp[p * size + i];
+  std::vector<int64_t> row_base(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = r % dp.oh, nz = r / dp.oh, z = nz % dp.od, n = nz / dp.od;
+    row_base[r] = ((n * dp.d + z * dp.sd) * dp.h + i * dp.sh) * dp.w * dp.ci;
+  }
+  const int64_t* rb = row_base.data();
+  const DwUnits units = dw_units(dp);
+  const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
+  const int64_t data_bytes = (rows * dp.ow * dp.co + dp.n * dp.d * dp.h * dp.w * dp.ci) * 4;
+  if (size * 4 * 4 * threads > data_bytes && units.count >= 4 * threads) {
+    // A kernel that is large next to the data (deep layers): the units are cut among the parts,
+    // each over all rows, each entry of dw written by one part (no partial sums to add).
+    std::memset(out, 0, size * sizeof(float));
+    const int64_t parts = std::min<int64_t>(units.count, 4 * threads);
+    parallel_parts(pool, parts, [=](int64_t p) {
+      dw_flat(dp, units, xp, dyp, out, rb, 0, rows, units.count * p / parts, units.count * (p + 1) / parts);
+    });
+  } else {
+    // Else the rows are cut among the parts, each with a partial sum, added in part order so the
+    // result does not depend on timing. Parts for load balance, but no more than one per thread for a
+    // kernel over 64 KiB: each part zeroes, fills and adds a partial sum of its size.
+    const int64_t parts = size * 4 <= (64 << 10) ? num_parts(rows, threads) : std::min<int64_t>(rows, threads);
+    BufferPool::Buf partial = buffers().take(static_cast<size_t>(parts * size));
+    float* pp = partial.p.get();
+    parallel_parts(pool, parts, [=](int64_t p) {
+      std::memset(pp + p * size, 0, size * sizeof(float));
+      dw_flat(dp, units, xp, dyp, pp + p * size, rb, rows * p / parts, rows * (p + 1) / parts, 0, units.count);
+    });
+    std::memcpy(out, pp, size * sizeof(float));
+    for (int64_t p = 1; p < parts; ++p)
+      for (int64_t i = 0; i < size; ++i) out[i] += pp[p * size + i];
+    buffers().give(std::move(partial));
+  }
+  if (buf.p) buffers().give(std::move(buf));
   return ffi::Error::Success();
 }
 
