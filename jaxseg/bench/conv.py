@@ -136,12 +136,24 @@ def torch_layer_step(layer: ConvLayer, x, w, ct) -> tuple[Callable, Callable] | 
   return step, results
 
 
-def time_in_turn(fns: dict[str, Callable], rounds: int) -> dict[str, float]:
-  """Median seconds of each no-argument function, timed once per round in turn."""
+SETTLE_SECONDS = 0.02
+
+
+def time_in_turn(fns: dict[str, Callable], rounds: int, settle: float = SETTLE_SECONDS) -> dict[str, float]:
+  """Median seconds of each no-argument function, timed once per round in turn.
+
+  Each timed call follows a pause of `settle` seconds and an untimed call of
+  the same function: PyTorch's OpenMP threads spin for some ms after a call
+  (GOMP_SPINCOUNT) and would slow whatever ran right after it, and the
+  untimed call wakes the function's own threads.
+  """
   import time
   times = {k: [] for k in fns}
   for _ in range(rounds):
     for k, f in fns.items():
+      if settle:
+        time.sleep(settle)
+        jax.block_until_ready(f())
       t0 = time.perf_counter()
       jax.block_until_ready(f())
       times[k].append(time.perf_counter() - t0)

@@ -33,19 +33,15 @@
 // products (the forward and weight-gradient kernels as 1x1 convs), which
 // jaxseg/ops/winograd.py combines into 3x3 (and space-to-depth 5x5/2) convs.
 //
-// Threads: the work is cut into parts, claimed by the calling thread and by
-// helper threads of this file's own, which spin for a few ms between calls
-// (see `Helpers`); a call finishes even if no helper comes (no waiting on a
-// task that has not started).
+// Threads: the work is cut into parts; XLA's intra-op thread pool runs
+// helpers, and the calling thread claims parts too, so a call finishes even if
+// no pool thread is free (no waiting on a task that has not started).
 
 #include <algorithm>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <functional>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -319,25 +315,56 @@ inline void fwd_flat_strip_n(int64_t np, const Dims& d, int64_t co_pad, const fl
   else if constexpr (P > 1) fwd_flat_strip_n<CV, P - 1>(np, d, co_pad, xs, ys, wk, o0, tail, k0, k1, add);
 }
 
+// The input corner of output pixel q = ((n * od + z) * oh + i) * ow + x on a padded input (d: no
+// pads), stepped pixel by pixel without divisions (a strip's pointers cost a few adds, not the
+// four divisions per pixel that outweigh the work of a one-channel layer's strip).
+struct PixelCursor {
+  const Dims& d;
+  const float* xin;
+  int64_t x, i, z, n;
+  const float* row = nullptr;
+  PixelCursor(const Dims& dims, const float* in, int64_t q) : d(dims), xin(in) {
+    x = q % d.ow;
+    const int64_t r = q / d.ow, nz = r / d.oh;
+    i = r % d.oh;
+    z = nz % d.od;
+    n = nz / d.od;
+    set_row();
+  }
+  void set_row() { row = xin + ((n * d.d + z * d.sd) * d.h + i * d.sh) * d.w * d.ci; }
+  const float* corner() const { return row + x * d.sw * d.ci; }
+  void next() {
+    if (++x < d.ow) return;
+    x = 0;
+    if (++i == d.oh) {
+      i = 0;
+      if (++z == d.od) {
+        z = 0;
+        ++n;
+      }
+    }
+    set_row();
+  }
+};
+
 // Output pixels [q0, q1) (q = ((n * od + z) * oh + i) * ow + x) of the conv on a padded input (d: no
-// pads), in strips of P pixels that may cross rows; output channels in blocks of 64 (the kernel
-// block's columns, `kernel_block_bytes` a kernel row); kernel rows in chunks whose block fits in
-// `chunk_bytes` (it stays in L2 while every strip of the part passes over it).
+// pads), in strips of P pixels that may cross rows; output channels [o0, o0 + 16 * CV); kernel rows
+// in chunks of `chunk` (their 64-column block fits in `FlatTiling::chunk_bytes`: it stays in L2
+// while every strip of the part passes over it; a later chunk adds to the outputs).
 template <int CV, int P>
 void fwd_flat_block(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* y, int64_t q0,
                     int64_t q1, int64_t o0, int64_t tail, int64_t chunk) {
   const int64_t kr_n = d.kd * d.kh;
   for (int64_t k0 = 0; k0 < kr_n; k0 += chunk) {
     const int64_t k1 = std::min(kr_n, k0 + chunk);
+    PixelCursor cur(d, xin, q0);
     for (int64_t q = q0; q < q1; q += P) {
       const int64_t np = std::min<int64_t>(P, q1 - q);
       const float* xs[P];
       float* ys[P];
-      for (int64_t p = 0; p < np; ++p) {
-        const int64_t qq = q + p, x = qq % d.ow, r = qq / d.ow, i = r % d.oh, nz = r / d.oh, z = nz % d.od,
-                      n = nz / d.od;
-        xs[p] = xin + (((n * d.d + z * d.sd) * d.h + i * d.sh) * d.w + x * d.sw) * d.ci;
-        ys[p] = y + qq * d.co + o0;
+      for (int64_t p = 0; p < np; ++p, cur.next()) {
+        xs[p] = cur.corner();
+        ys[p] = y + (q + p) * d.co + o0;
       }
       fwd_flat_strip_n<CV, P>(np, d, co_pad, xs, ys, wk, o0, tail, k0, k1, k0 > 0);
     }
@@ -553,96 +580,39 @@ void dw_flat(const Dims& d, const DwUnits& units, const float* xin, const float*
 }
 
 // ---------------------------------------------------------------- threads
-// Helper threads of their own, kept hot between calls. A call's parts run on the calling thread and
-// on the helpers; a helper that finds no new call spins (yielding the core to any other runnable
-// thread) for `kSpinMicros` before it sleeps. Why not XLA's intra-op pool: its threads sleep between
-// the ops of a step, and waking one took about as long as a whole deep-layer call (1-2 ms), so half
-// of those calls ran on one thread (bimodal times, 1.1 vs 2.1 ms). PyTorch's OpenMP threads spin
-// the same way. A call that finds the helpers busy with another call (XLA runs independent ops at
-// once) runs on its own thread.
-constexpr int64_t kSpinMicros = 3000;
+struct Job {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  int64_t parts = 0;
+};
 
-class Helpers {
- public:
-  explicit Helpers(int64_t n) : n_(n) {
-    for (int64_t i = 0; i < n; ++i) std::thread([this] { Loop(); }).detach();
-  }
-  int64_t size() const { return n_; }
-
-  // Runs body(part) for part in [0, parts); returns when all parts are done.
-  template <typename Body>
-  void Run(int64_t parts, const Body& body) {
-    std::unique_lock<std::mutex> own(run_mu_, std::try_to_lock);
-    if (!own.owns_lock() || n_ == 0 || parts <= 1) {
-      for (int64_t p = 0; p < parts; ++p) body(p);
-      return;
-    }
-    Job job;
-    job.parts = parts;
-    job.body = [&body](int64_t p) { body(p); };
-    job_.store(&job);
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      generation_.fetch_add(1);
-    }
-    cv_.notify_all();
-    Work(&job);
-    while (job.done.load() < parts) _mm_pause_or_yield();
-    job_.store(nullptr);
-    while (active_.load() != 0) _mm_pause_or_yield();  // a helper may still hold the pointer
-  }
-
- private:
-  struct Job {
-    std::atomic<int64_t> next{0}, done{0};
-    int64_t parts = 0;
-    std::function<void(int64_t)> body;
-  };
-  static void _mm_pause_or_yield() { std::this_thread::yield(); }
-  static void Work(Job* job) {
+// Runs body(part) for part in [0, parts) on the calling thread and up to
+// (pool threads - 1) helpers; returns when all parts are done.
+//
+// XLA's intra-op pool, not threads of our own: helper threads that spin
+// between calls (as PyTorch's OpenMP threads do) ended isolated calls'
+// two-mode times, but made whole train steps 10-15% slower (they compete with
+// XLA's own work; experiments/bench/RESULTS.md, session 8).
+template <typename Body>
+void parallel_parts(ffi::ThreadPool pool, int64_t parts, Body body) {
+  auto job = std::make_shared<Job>();
+  job->parts = parts;
+  auto shared_body = std::make_shared<Body>(std::move(body));
+  auto work = [job, shared_body]() {
     for (;;) {
       const int64_t p = job->next.fetch_add(1);
       if (p >= job->parts) return;
-      job->body(p);
+      (*shared_body)(p);
       job->done.fetch_add(1);
     }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), parts) - 1;
+  for (int64_t i = 0; i < helpers; ++i) {
+    auto task = work;
+    pool.Schedule(std::move(task));
   }
-  void Loop() {
-    uint64_t seen = generation_.load();
-    for (;;) {
-      const auto start = std::chrono::steady_clock::now();
-      while (generation_.load() == seen &&
-             std::chrono::steady_clock::now() - start < std::chrono::microseconds(kSpinMicros))
-        std::this_thread::yield();
-      if (generation_.load() == seen) {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return generation_.load() != seen; });
-      }
-      seen = generation_.load();
-      active_.fetch_add(1);
-      if (Job* job = job_.load()) Work(job);
-      active_.fetch_sub(1);
-    }
-  }
-
-  const int64_t n_;
-  std::mutex run_mu_, mu_;
-  std::condition_variable cv_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<Job*> job_{nullptr};
-  std::atomic<int64_t> active_{0};
-};
-
-Helpers& helpers(int64_t threads) {
-  static Helpers* h = new Helpers(std::max<int64_t>(threads, 1) - 1);  // never destroyed: calls may run at exit
-  return *h;
-}
-
-// Runs body(part) for part in [0, parts) on the calling thread and the helpers (one fewer than
-// XLA's intra-op threads, counted at the first call); returns when all parts are done.
-template <typename Body>
-void parallel_parts(ffi::ThreadPool pool, int64_t parts, Body body) {
-  helpers(pool.num_threads()).Run(parts, body);
+  work();
+  while (job->done.load() < parts) std::this_thread::yield();
 }
 
 int64_t num_parts(int64_t rows, int64_t threads) {
