@@ -2,13 +2,15 @@
 
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1 \
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution \
-    .venv/bin/python experiments/bench/micro/mb_conv3d.py [--rounds 5] [--forms lax,auto,direct,im2col] [--batch 2]
+    .venv/bin/python experiments/bench/micro/mb_conv3d.py [--rounds 5] [--forms lax,auto,direct,im2col] [--batch 2] [--calls 1]
 
 Each form is checked against XLA's values first (max error relative to XLA's
 scale), then timed: median of the rounds, each round one timed call of every
 form in turn, each after a 20 ms pause and an untimed call of the same form
 (PyTorch's OpenMP threads spin for some ms after a call and would slow
-whatever ran next; the untimed call wakes the form's own threads) (and PyTorch's conv3d forward + backward with the same cotangent, if
+whatever ran next; the untimed call wakes the form's own threads). With
+--calls K a timed sample is the mean of K calls back to back, as in a train
+step, where one layer's calls follow others' with the threads awake. (and PyTorch's conv3d forward + backward with the same cotangent, if
 installed). The layers are the table of issue 19 (3x3x3 SAME, stride 1).
 """
 
@@ -62,6 +64,8 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--batch", type=int, default=2)
+  p.add_argument("--calls", type=int, default=1,
+                 help="back-to-back calls per timed sample (its time is their mean)")
   p.add_argument("--forms", default="lax,auto")
   p.add_argument("--layers", default=None, help="indices into LAYERS, comma-separated")
   args = p.parse_args(argv)
@@ -103,8 +107,9 @@ def main(argv=None):
         time.sleep(0.02)   # PyTorch's OpenMP threads spin for some ms after a call (GOMP_SPINCOUNT)
         s()                # untimed: wakes this form's threads
         t0 = time.perf_counter()
-        s()
-        times[k].append(time.perf_counter() - t0)
+        for _ in range(args.calls):
+          s()
+        times[k].append((time.perf_counter() - t0) / args.calls)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     for k, v in med.items():
       totals[k] += v

@@ -528,15 +528,15 @@ constexpr int dw_group_size(int cv) { return cv == 4 ? 6 : cv == 3 ? 8 : cv == 2
 
 struct DwUnits {
   int64_t blocks, groups_per_row;  // per kernel row: blocks of 64 output channels x groups of taps
+  int64_t group;                   // taps a group: the widest block's (all but the last have 64 channels)
   int64_t count;
 };
 
 DwUnits dw_units(const Dims& d) {
   DwUnits u;
   u.blocks = (d.co + 63) / 64;
-  // the group size of the widest block (all blocks but the last have 64 channels)
-  const int64_t g = dw_group_size(static_cast<int>(std::min<int64_t>(4, (std::min<int64_t>(64, d.co) + 15) / 16)));
-  u.groups_per_row = (d.kw * d.ci + g - 1) / g;
+  u.group = dw_group_size(static_cast<int>(std::min<int64_t>(4, (std::min<int64_t>(64, d.co) + 15) / 16)));
+  u.groups_per_row = (d.kw * d.ci + u.group - 1) / u.group;
   u.count = d.kd * d.kh * u.blocks * u.groups_per_row;
   return u;
 }
@@ -564,10 +564,8 @@ void dw_flat(const Dims& d, const DwUnits& units, const float* xin, const float*
                     kr = t / units.blocks;
       const int64_t o0 = 64 * b, rem = std::min<int64_t>(64, d.co - o0), tail = rem % 16;
       const int cv = static_cast<int>((rem + 15) / 16);
-      // The group size is the widest block's; a narrower last block takes the same taps in
-      // groups of its own size.
-      const int64_t gw = dw_group_size(static_cast<int>(std::min<int64_t>(4, (std::min<int64_t>(64, d.co) + 15) / 16)));
-      const int64_t j_lo = jg * gw, j_hi = std::min<int64_t>(j_lo + gw, d.kw * d.ci);
+      // A narrower last block takes the unit's taps in groups of its own (larger) size.
+      const int64_t j_lo = jg * units.group, j_hi = std::min<int64_t>(j_lo + units.group, d.kw * d.ci);
       const int64_t g_own = dw_group_size(cv);
       for (int64_t j = j_lo; j < j_hi; j += g_own) {
         if (cv == 4) dw_flat_unit_cv<4>(d, xin, dy, dw, rb, t0, t1, kr, j, j_hi, o0, tail);
