@@ -33,4 +33,8 @@ if [ "${PART3D:-1}" = 1 ]; then
   $PY -m jaxseg bench --what train --model unet3d_small --peers --rounds 6 --steps 3 --json \
     2>&1 | tee $OUT/peers_unet3d_small_s8.txt
   $PY experiments/bench/micro/mb_conv3d.py --rounds 9 --forms auto 2>&1 | tee $OUT/mb_conv3d_s8.txt
+  $PY experiments/bench/micro/mb_conv3d.py --rounds 9 --forms auto --calls 3 2>&1 | tee $OUT/mb_conv3d_calls3_s8.txt
+  (cd experiments/bench/micro && PYTHONPATH=$ROOT $ROOT/$PY mb_call_times.py --layers 4,7 --calls 40) \
+    2>&1 | tee $OUT/mb_call_times_s8.txt
+  $PY -m jaxseg bench --what conv --model unet3d_small --impls auto --peers 2>&1 | tee $OUT/conv_unet3d_small_s8.txt
 fi

@@ -90,18 +90,20 @@ def main(argv=None):
   p.add_argument("--model", default="fcn")
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--patch-size", default=None, help="3-D models: the input volume D,H,W (e.g. 32,64,64)")
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--variants", default="base,lax")
   args = p.parse_args(argv)
   import os
   from jaxseg.bench.train import prepare_train, time_steps
+  size = tuple(int(v) for v in args.patch_size.split(",")) if args.patch_size else args.image_size
   names = args.variants.split(",")
   steps, infos = {}, {}
   for name in names:
     impl, policy, kind = variant(name)
     steps[name], infos[name] = prepare_train(args.model, batch_size=args.batch_size,
-                                             image_size=args.image_size, step_kind=kind, conv_impl=impl,
+                                             image_size=size, step_kind=kind, conv_impl=impl,
                                              model_kw={"conv_policy": policy} if policy else None)
     time_steps(steps[name], 1)
     print(f"{name}: compiled in {infos[name]['compile_seconds']:.1f}s, "
@@ -113,7 +115,8 @@ def main(argv=None):
       times[n] += time_steps(steps[n], args.steps)
     order = order[1:] + order[:1]
   base = statistics.median(times[names[0]])
-  print(f"{args.model}, batch {args.batch_size}, {args.image_size}^2, load {os.getloadavg()[0]:.2f}, "
+  shown = "x".join(map(str, size)) if isinstance(size, tuple) else f"{size}^2"
+  print(f"{args.model}, batch {args.batch_size}, {shown}, load {os.getloadavg()[0]:.2f}, "
         f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
   print("| variant | median step s | min s | vs first | XLA GFLOP/step |")
   print("|---|---|---|---|---|")

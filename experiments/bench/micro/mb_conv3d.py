@@ -96,7 +96,10 @@ def main(argv=None):
     for f, fn in fns.items():
       out = fn(x, w, g)
       err = max(err, *(float(np.max(np.abs(np.asarray(a) - b)) / np.max(np.abs(b))) for a, b in zip(out, ref)))
-    steps = {f: (lambda fn=fn: jax.block_until_ready(fn(x, w, g))) for f, fn in fns.items()}
+    # JAX's operands as device arrays, as PyTorch's are tensors (numpy operands would be copied in
+    # on every call and timed with it)
+    xj, wj, gj = jax.device_put((x, w, g))
+    steps = {f: (lambda fn=fn: jax.block_until_ready(fn(xj, wj, gj))) for f, fn in fns.items()}
     if torch:
       steps["torch"] = torch_fn(x, w, g)
     for s in steps.values():
