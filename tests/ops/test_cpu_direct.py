@@ -73,6 +73,10 @@ CASES = [
     ((2, 3, 4, 5, 40), (3, 3, 3, 40, 80), 1, "SAME"),
     ((1, 2, 3, 2, 100), (3, 3, 3, 100, 20), 1, "SAME"),    # kernel rows in 3 chunks; 16 + tail of 4
     ((1, 6, 20, 22, 32), (3, 3, 3, 32, 24), 1, "SAME"),    # dW cut by rows, kernel over 64 KiB
+    ((1, 3, 4, 5, 24), (3, 3, 3, 24, 100), 1, "SAME"),     # dW by units: last block 36 = 3 vectors, tail 4
+    ((1, 3, 4, 5, 7), (3, 3, 3, 7, 52), 1, "SAME"),        # dW by units: 21 taps a row, a partial group of 3
+    ((1, 8, 8, 7, 16), (3, 3, 3, 16, 16), 2, "VALID"),     # leftover depth, height, width: no copy
+    ((1, 6, 7, 16), (3, 3, 16, 20), 1, [(3, 3), (0, 2)]),  # pads beyond the kernel: dx crops (negative pads)
 ]
 IDS = [f"{'x'.join(map(str, x[1:]))}-{'x'.join(map(str, w[:-2]))}->{w[-1]}/{s}" for x, w, s, _ in CASES]
 
