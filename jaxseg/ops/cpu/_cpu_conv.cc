@@ -76,6 +76,26 @@ inline void store_n(float* p, v16 v, int64_t n) {
 }
 #endif
 
+// The 16 * CV channels at p into dv (the last vector `tail` < 16 channels if TAIL).
+template <int CV, bool TAIL>
+inline void load_channels(const float* p, int64_t tail, v16* dv) {
+  _Pragma("GCC unroll 32")
+  for (int v = 0; v < CV; ++v) dv[v] = (TAIL && v == CV - 1) ? load_n(p + 16 * v, tail) : load(p + 16 * v);
+}
+
+// Adds the accumulators of gn <= G taps to dw's rows at out (row stride co; the last vector holds
+// `tail` < 16 channels if tail > 0).
+template <int CV, int G>
+inline void add_into_dw(float* out, int64_t co, int64_t gn, int64_t tail, const v16 (*acc)[CV]) {
+  for (int g = 0; g < gn; ++g)
+    _Pragma("GCC unroll 32")
+    for (int v = 0; v < CV; ++v) {
+      float* o = out + g * co + 16 * v;
+      if (tail > 0 && v == CV - 1) store_n(o, load_n(o, tail) + acc[g][v], tail);
+      else store(o, load(o) + acc[g][v]);
+    }
+}
+
 // x: (n, d, h, w, ci); output (n, od, oh, ow, co); kernel (kd, kh, kw, ci, co);
 // strides sd, sh, sw; the pads before (pd, ph, pw) place output pixel (z, i, x)
 // at input (z * sd - pd, i * sh - ph, x * sw - pw); the pads after follow from
@@ -410,9 +430,7 @@ inline void dw_group(const Dims& d, const float* xin, const float* dy, float* dw
     const float* dyr = dy + r * d.ow * d.co + o0;
     for (int64_t x = lo; x < hi; ++x) {
       v16 dv[CV];
-      _Pragma("GCC unroll 32")
-      for (int v = 0; v < CV; ++v)
-        dv[v] = (TAIL && v == CV - 1) ? load_n(dyr + x * d.co + 16 * v, tail) : load(dyr + x * d.co + 16 * v);
+      load_channels<CV, TAIL>(dyr + x * d.co, tail, dv);
       const float* xp = xr + x * step;
       _Pragma("GCC unroll 32")
       for (int g = 0; g < G; ++g) {
@@ -427,9 +445,7 @@ inline void dw_group(const Dims& d, const float* xin, const float* dy, float* dw
       if (x == lo) x = std::max(x, hi);
       if (x >= d.ow) break;
       v16 dv[CV];
-      _Pragma("GCC unroll 32")
-      for (int v = 0; v < CV; ++v)
-        dv[v] = (TAIL && v == CV - 1) ? load_n(dyr + x * d.co + 16 * v, tail) : load(dyr + x * d.co + 16 * v);
+      load_channels<CV, TAIL>(dyr + x * d.co, tail, dv);
       const float* xp = xr + x * step;
       for (int g = 0; g < gn; ++g) {
         const int64_t col = x * d.sw + (j0 + g) / d.ci - d.pw;
@@ -440,14 +456,7 @@ inline void dw_group(const Dims& d, const float* xin, const float* dy, float* dw
       }
     }
   }
-  float* out = dw + (kr * d.kw * d.ci + j0) * d.co + o0;
-  for (int g = 0; g < gn; ++g)
-    _Pragma("GCC unroll 32")
-    for (int v = 0; v < CV; ++v) {
-      float* o = out + g * d.co + 16 * v;
-      if (tail > 0 && v == CV - 1) store_n(o, load_n(o, tail) + acc[g][v], tail);
-      else store(o, load(o) + acc[g][v]);
-    }
+  add_into_dw<CV, G>(dw + (kr * d.kw * d.ci + j0) * d.co + o0, d.co, gn, tail, acc);
 }
 
 template <int CV, int G>
@@ -500,9 +509,7 @@ inline void dw_flat_group(const Dims& d, const float* xin, const float* dy, floa
     const float* dyr = dy + r * d.ow * d.co + o0;
     for (int64_t x = 0; x < d.ow; ++x) {
       v16 dv[CV];
-      _Pragma("GCC unroll 32")
-      for (int v = 0; v < CV; ++v)
-        dv[v] = (TAIL && v == CV - 1) ? load_n(dyr + x * d.co + 16 * v, tail) : load(dyr + x * d.co + 16 * v);
+      load_channels<CV, TAIL>(dyr + x * d.co, tail, dv);
       const float* xp = xr + x * step;
       _Pragma("GCC unroll 32")
       for (int g = 0; g < G; ++g) {
@@ -513,14 +520,7 @@ inline void dw_flat_group(const Dims& d, const float* xin, const float* dy, floa
       }
     }
   }
-  float* out = dw + (kr * d.kw * d.ci + j0) * d.co + o0;
-  for (int g = 0; g < gn; ++g)
-    _Pragma("GCC unroll 32")
-    for (int v = 0; v < CV; ++v) {
-      float* o = out + g * d.co + 16 * v;
-      if (tail > 0 && v == CV - 1) store_n(o, load_n(o, tail) + acc[g][v], tail);
-      else store(o, load(o) + acc[g][v]);
-    }
+  add_into_dw<CV, G>(dw + (kr * d.kw * d.ci + j0) * d.co + o0, d.co, gn, tail, acc);
 }
 
 // Register tiles of the weight gradient by the output channels left in a block of 64.
