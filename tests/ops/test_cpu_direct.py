@@ -227,3 +227,12 @@ def test_model_gradients_match_pure_xla(name):
   assert "custom_call" not in texts["lax"]
   for a, b in zip(jax.tree.leaves(grads["auto"]), jax.tree.leaves(grads["lax"])):
     np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.max(jnp.abs(b))) + 1e-8, rtol=1e-4)
+
+
+def test_input_gradient_kernel_rejects_mismatched_channels():
+  # The kernel flips w itself; a cotangent whose channels are not w's C_out is an error, not a read
+  # past the end of w.
+  geo = conv_geometry((1, 8, 8, 4), (3, 3, 4, 16), stride=1, padding="SAME", dilation=1, groups=1)
+  dgeo = geo._replace(pads=((1, 1), (1, 1)), cin=16, cout=4)
+  with pytest.raises(Exception, match="inconsistent shapes"):
+    jax.block_until_ready(direct.flipped_forward(jnp.zeros((1, 8, 8, 8)), jnp.zeros((3, 3, 4, 16)), dgeo))

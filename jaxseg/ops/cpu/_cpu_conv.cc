@@ -10,8 +10,10 @@
 //   weights  dw[kz, kh, kw, c, o] = sum_{n, z, i, x} xin[n, z*sd + kz - pd, i*sh + kh - ph, x*sw + kw - pw, c]
 //                                                   dy[n, z, i, x, o]
 // For stride 1 the input gradient is the forward with the kernel flipped, its
-// channel axes swapped and the pads mirrored; direct.py does that. A "kernel
-// row" is a pair (kz, kh); an output row is (n, z, i).
+// channel axes swapped and the pads mirrored: `InputGrad` flips the kernel and
+// runs the forward; direct.py passes it the mirrored pads (and the stride
+// phases of a strided conv). A "kernel row" is a pair (kz, kh); an output row
+// is (n, z, i).
 //
 // Why: XLA:CPU runs the U-Net's full-resolution 16-32-channel convs at
 // 57-99 GFLOP/s forward+backward on this kind of machine, far from its GEMM
@@ -494,30 +496,39 @@ void dw_rows(const Dims& d, const float* xin, const float* dy, float* dw, int64_
 // Weight gradient on a padded input (d: no pads). Its work is cut into units u = (kernel row kr,
 // block of 64 output channels, group of G taps j = kw * ci + c); a unit over output rows [r0, r1) adds
 // sum_{r, x} xin[row_base[r] + off(kr) + x * sw * ci + j] dy[r, x, o] to dw[kr, j, o]. row_base[r] is
-// the input corner of output row r, so the pixel loop has no divisions and no edge cases.
+// the input corner of output row r, so the pixel loop has no divisions and no edge cases. It is one
+// loop over the pixels of all the rows, which steps to the next row's corner at a row's end: with a
+// loop per row the compiler kept the accumulators on the stack between rows, and the 8-pixel rows of
+// deep 3-D layers paid a round trip of all of them every 8 pixels (the weight gradient took 15% longer;
+// experiments/bench/RESULTS.md, session 9).
 template <int CV, int G, bool TAIL>
 inline void dw_flat_group(const Dims& d, const float* xin, const float* dy, float* dw, const int64_t* row_base,
                           int64_t r0, int64_t r1, int64_t kr, int64_t j0, int64_t gn, int64_t o0, int64_t tail) {
+  if (r0 >= r1) return;
   v16 acc[G][CV];
   _Pragma("GCC unroll 32")
   for (int g = 0; g < G; ++g)
     _Pragma("GCC unroll 32")
     for (int v = 0; v < CV; ++v) acc[g][v] = v16{};
-  const int64_t off = ((kr / d.kh) * d.h + kr % d.kh) * d.w * d.ci + j0, step = d.sw * d.ci;
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* xr = xin + row_base[r] + off;
-    const float* dyr = dy + r * d.ow * d.co + o0;
-    for (int64_t x = 0; x < d.ow; ++x) {
-      v16 dv[CV];
-      load_channels<CV, TAIL>(dyr + x * d.co, tail, dv);
-      const float* xp = xr + x * step;
+  const float* xo = xin + ((kr / d.kh) * d.h + kr % d.kh) * d.w * d.ci + j0;
+  const int64_t step = d.sw * d.ci, ow = d.ow;
+  const float* dyq = dy + r0 * ow * d.co + o0;
+  const float* xp = xo + row_base[r0];
+  int64_t r = r0, x = 0;
+  for (int64_t q = r0 * ow; q < r1 * ow; ++q, dyq += d.co) {
+    v16 dv[CV];
+    load_channels<CV, TAIL>(dyq, tail, dv);
+    _Pragma("GCC unroll 32")
+    for (int g = 0; g < G; ++g) {
+      if (g >= gn) break;
+      const v16 b = splat(xp[g]);
       _Pragma("GCC unroll 32")
-      for (int g = 0; g < G; ++g) {
-        if (g >= gn) break;
-        const v16 b = splat(xp[g]);
-        _Pragma("GCC unroll 32")
-        for (int v = 0; v < CV; ++v) acc[g][v] += b * dv[v];
-      }
+      for (int v = 0; v < CV; ++v) acc[g][v] += b * dv[v];
+    }
+    xp += step;
+    if (++x == ow) {
+      x = 0;
+      if (++r < r1) xp = xo + row_base[r];
     }
   }
   add_into_dw<CV, G>(dw + (kr * d.kw * d.ci + j0) * d.co + o0, d.co, gn, tail, acc);
@@ -652,6 +663,19 @@ const float* padded_input(ffi::ThreadPool pool, const Dims& d, const float* x, B
   return out;
 }
 
+// The conv d of x with the kernel wk (co_pad >= co columns, zero past co) into y, on every thread.
+void forward_on(ffi::ThreadPool pool, const Dims& d, const float* x, const float* wk, int64_t co_pad, float* y) {
+  BufferPool::Buf buf;
+  Dims dp;
+  const float* xp = padded_input(pool, d, x, &buf, &dp);
+  const int64_t pixels = d.rows() * d.ow, parts = num_parts(d.rows(), pool.num_threads());
+  const FlatTiling tiling;
+  parallel_parts(pool, parts, [=](int64_t p) {
+    fwd_flat(dp, co_pad, xp, wk, y, pixels * p / parts, pixels * (p + 1) / parts, tiling);
+  });
+  if (buf.p) buffers().give(std::move(buf));
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wk,
                    ffi::ResultBuffer<ffi::F32> y, int64_t sd, int64_t sh, int64_t sw, int64_t pd, int64_t ph,
                    int64_t pw) {
@@ -660,18 +684,87 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   if (!conv_dims(xd, yd, kd, sd, sh, sw, pd, ph, pw, &d) || kd[kd.size() - 1] < d.co ||
       kd[kd.size() - 1] % 16 != 0)
     return ffi::Error::InvalidArgument("jaxseg conv forward: inconsistent shapes");
-  const int64_t co_pad = kd[kd.size() - 1];
-  BufferPool::Buf buf;
-  Dims dp;
-  const float* xp = padded_input(pool, d, x.typed_data(), &buf, &dp);
-  const float* wp = wk.typed_data();
-  float* yp = y->typed_data();
-  const int64_t pixels = d.rows() * d.ow, parts = num_parts(d.rows(), pool.num_threads());
-  const FlatTiling tiling;
+  forward_on(pool, d, x.typed_data(), wk.typed_data(), kd[kd.size() - 1], y->typed_data());
+  return ffi::Error::Success();
+}
+
+// out[k * os + i] = in[i * is + k] for i, k < 16 (a 16 x 16 block transposed).
+inline void transpose16(const float* in, int64_t is, float* out, int64_t os) {
+#if defined(__AVX512F__)
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(in + i * is);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]),
+                  c = _mm512_castps_pd(t[4 * i + 1]), e = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, e));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, e));
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0x88);
+      t[8 * i + j + 4] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0xdd);
+    }
+  for (int j = 0; j < 8; ++j) {
+    _mm512_storeu_ps(out + j * os, _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88));
+    _mm512_storeu_ps(out + (j + 8) * os, _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd));
+  }
+#else
+  for (int k = 0; k < 16; ++k)
+    for (int i = 0; i < 16; ++i) out[k * os + i] = in[i * is + k];
+#endif
+}
+
+// Taps [t0, t1) of the input-gradient kernel: wt[taps - 1 - t, o, c] = w[t, c, o] (c < ci; zero for
+// c in [ci, ci_pad)), w (taps, ci, co), wt (taps, co, ci_pad): 16 x 16 blocks transposed in
+// registers (element by element the copy took 0.24 ms for a 3x3x3 128 x 128 kernel, a sixth of
+// the input gradient it serves), the blocks past a multiple of 16 element by element.
+void flip_swap_taps(const float* w, float* wt, int64_t taps, int64_t ci, int64_t co, int64_t ci_pad, int64_t t0,
+                    int64_t t1) {
+  const int64_t ci16 = ci / 16 * 16, co16 = co / 16 * 16;
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* src = w + t * ci * co;
+    float* dst = wt + (taps - 1 - t) * co * ci_pad;
+    for (int64_t o0 = 0; o0 < co16; o0 += 16)
+      for (int64_t c0 = 0; c0 < ci16; c0 += 16) transpose16(src + c0 * co + o0, co, dst + o0 * ci_pad + c0, ci_pad);
+    for (int64_t o = 0; o < co; ++o) {
+      for (int64_t c = o < co16 ? ci16 : 0; c < ci; ++c) dst[o * ci_pad + c] = src[c * co + o];
+      std::memset(dst + o * ci_pad + ci, 0, (ci_pad - ci) * sizeof(float));
+    }
+  }
+}
+
+// The input gradient of a stride-1 conv with kernel w (kd, kh, kw, ci, co): the forward conv of dy
+// with w flipped and its channel axes swapped; the attributes are that conv's (stride 1, the pads
+// mirrored, as direct.py computes them). The flipped kernel is made here, in parallel, into a pooled
+// buffer: as an XLA transpose before the call it took 0.3 ms of a 1.5 ms input gradient of a
+// 128 -> 128 channel 3-D layer (experiments/bench/RESULTS.md, session 9).
+ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                     ffi::ResultBuffer<ffi::F32> dx, int64_t sd, int64_t sh, int64_t sw, int64_t pd, int64_t ph,
+                     int64_t pw) {
+  auto gd = dy.dimensions(), wd = w.dimensions(), xd = dx->dimensions();
+  const size_t r = wd.size();
+  std::vector<int64_t> kt(wd.begin(), wd.end());
+  if (r >= 2) std::swap(kt[r - 2], kt[r - 1]);
+  Dims d;
+  if (r < 4 || !conv_dims(gd, xd, kt, sd, sh, sw, pd, ph, pw, &d) || wd[r - 2] != d.co || sd != 1 || sh != 1 ||
+      sw != 1)
+    return ffi::Error::InvalidArgument("jaxseg conv input gradient: inconsistent shapes");
+  const int64_t taps = d.kd * d.kh * d.kw, ci = d.co, co = d.ci, ci_pad = (ci + 15) / 16 * 16;
+  BufferPool::Buf wbuf = buffers().take(static_cast<size_t>(taps * co * ci_pad));
+  float* wt = wbuf.p.get();
+  const float* wp = w.typed_data();
+  const int64_t parts = std::min<int64_t>(taps, 4 * std::max<int64_t>(pool.num_threads(), 1));
   parallel_parts(pool, parts, [=](int64_t p) {
-    fwd_flat(dp, co_pad, xp, wp, yp, pixels * p / parts, pixels * (p + 1) / parts, tiling);
+    flip_swap_taps(wp, wt, taps, ci, co, ci_pad, taps * p / parts, taps * (p + 1) / parts);
   });
-  if (buf.p) buffers().give(std::move(buf));
+  forward_on(pool, d, dy.typed_data(), wt, ci_pad, dx->typed_data());
+  buffers().give(std::move(wbuf));
   return ffi::Error::Success();
 }
 
@@ -956,6 +1049,7 @@ static auto ConvBinding() {
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvForward, Forward, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvWeightGrad, WeightGrad, ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvInputGrad, InputGrad, ConvBinding());
 
 static auto MatmulBinding() {
   return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>();

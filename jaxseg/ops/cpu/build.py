@@ -31,6 +31,7 @@ log = logging.getLogger("jaxseg.ops.cpu")
 SOURCE = Path(__file__).with_name("_cpu_conv.cc")
 # FFI target name -> exported handler symbol
 TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad": "JaxsegConvWeightGrad",
+           "jaxseg_conv_input_grad": "JaxsegConvInputGrad",
            "jaxseg_batched_matmul": "JaxsegBatchedMatmul", "jaxseg_batched_matmul_tn": "JaxsegBatchedMatmulTN",
            "jaxseg_winograd_transform": "JaxsegWinogradTransform"}
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")

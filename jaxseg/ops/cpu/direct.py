@@ -68,14 +68,21 @@ def weight_grad(x, dy, geo: ConvGeometry):
   return jax.ffi.ffi_call("jaxseg_conv_weight_grad", out, vmap_method="sequential")(x, dy, **_attrs(geo))
 
 
+def flipped_forward(dy, w, dgeo: ConvGeometry):
+  """The stride-1 conv `dgeo` of dy with w (*kernel, C_in, C_out) flipped and its channel axes
+  swapped, by the input-gradient kernel (which flips w itself): (N, *dgeo.out_shape, C_in)."""
+  build.require()
+  out = jax.ShapeDtypeStruct((dy.shape[0], *dgeo.out_shape, w.shape[-2]), dy.dtype)
+  return jax.ffi.ffi_call("jaxseg_conv_input_grad", out, vmap_method="sequential")(dy, w, **_attrs(dgeo))
+
+
 def input_grad(dy, w, geo: ConvGeometry):
   """dx by the forward kernel: for stride 1, the conv of dy with the flipped, channel-swapped
   kernel and the pads mirrored (k - 1 - lo before); for strides > 1, `strided_input_grad`."""
   if all(s == 1 for s in geo.stride):
-    w_t = jnp.swapaxes(jnp.flip(w, axis=tuple(range(geo.nd))), -2, -1)
     pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(geo.kernel, geo.pads))
     dgeo = geo._replace(in_shape=geo.out_shape, out_shape=geo.in_shape, pads=pads, cin=geo.cout, cout=geo.cin)
-    return forward(dy, w_t, dgeo)
+    return vary_like(flipped_forward(dy, w, dgeo), dy)
   return strided_input_grad(dy, w, geo)
 
 
@@ -98,11 +105,10 @@ def strided_input_grad(dy, w, geo: ConvGeometry):
     if 0 in sub.shape[:nd]:                                         # kernel smaller than the stride: no taps
       phases.append(jnp.zeros((n, *m, geo.cin), dy.dtype))
       continue
-    kern = jnp.swapaxes(jnp.flip(sub, axis=tuple(range(nd))), -2, -1)   # (*q_r, C_out, C_in)
     pgeo = geo._replace(in_shape=out, out_shape=m, kernel=sub.shape[:nd], stride=(1,) * nd,
                         pads=tuple((qr - 1, mm - o) for qr, mm, o in zip(sub.shape[:nd], m, out)),
                         cin=geo.cout, cout=geo.cin)
-    phases.append(forward(dy, kern, pgeo))
+    phases.append(vary_like(flipped_forward(dy, sub, pgeo), dy))   # sub flipped, (*q_r, C_out, C_in)
   return phase.assemble_phases(phases, geo)
 
 
