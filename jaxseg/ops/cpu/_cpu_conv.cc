@@ -397,11 +397,12 @@ struct FlatTiling {
   int64_t chunk_bytes = 256 << 10;  // kernel rows per chunk: their 64-column block in about this much
 };
 
+// Output pixels [q0, q1), the blocks of 64 output channels [b0, b1).
 void fwd_flat(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* y, int64_t q0, int64_t q1,
-              const FlatTiling& t) {
+              int64_t b0, int64_t b1, const FlatTiling& t) {
   const int64_t kr_bytes = d.kw * d.ci * 64 * 4;
   const int64_t chunk = std::max<int64_t>(1, t.chunk_bytes / std::max<int64_t>(kr_bytes, 1));
-  for (int64_t o0 = 0; o0 < d.co; o0 += 64) {
+  for (int64_t o0 = 64 * b0; o0 < std::min(d.co, 64 * b1); o0 += 64) {
     const int64_t rem = std::min<int64_t>(64, d.co - o0), tail = rem % 16;
     if (rem > 48) fwd_flat_block<4, 6>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
     else if (rem > 32) fwd_flat_block<3, 8>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
@@ -668,10 +669,15 @@ void forward_on(ffi::ThreadPool pool, const Dims& d, const float* x, const float
   BufferPool::Buf buf;
   Dims dp;
   const float* xp = padded_input(pool, d, x, &buf, &dp);
-  const int64_t pixels = d.rows() * d.ow, parts = num_parts(d.rows(), pool.num_threads());
+  // Parts: pixel ranges x blocks of 64 output channels, block by block (a thread's next part is
+  // likely in the block whose kernel its L2 holds). Splitting the blocks too halves a part of a
+  // 128-channel layer, so the threads' last parts end closer together.
+  const int64_t pixels = d.rows() * d.ow, ranges = num_parts(d.rows(), pool.num_threads()),
+                blocks = (d.co + 63) / 64, parts = ranges * blocks;
   const FlatTiling tiling;
   parallel_parts(pool, parts, [=](int64_t p) {
-    fwd_flat(dp, co_pad, xp, wk, y, pixels * p / parts, pixels * (p + 1) / parts, tiling);
+    const int64_t b = p / ranges, i = p % ranges;
+    fwd_flat(dp, co_pad, xp, wk, y, pixels * i / ranges, pixels * (i + 1) / ranges, b, b + 1, tiling);
   });
   if (buf.p) buffers().give(std::move(buf));
 }
@@ -794,7 +800,7 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
     // A kernel that is large next to the data (deep layers): the units are cut among the parts,
     // each over all rows, each entry of dw written by one part (no partial sums to add).
     std::memset(out, 0, size * sizeof(float));
-    const int64_t parts = std::min<int64_t>(units.count, 4 * threads);
+    const int64_t parts = std::min<int64_t>(units.count, 16 * threads);
     parallel_parts(pool, parts, [=](int64_t p) {
       dw_flat(dp, units, xp, dyp, out, rb, 0, rows, units.count * p / parts, units.count * (p + 1) / parts);
     });
