@@ -4,6 +4,8 @@ On the CPU a conv takes one of these routes (`conv_route`, rules in `ConvPolicy`
 
 - "winograd": Winograd F(4x4, 3x3) on the C++ kernels (`cpu.winograd`), for
   many-channel 3x3/1 (and 5x5/2, 6x6/2) layers on small images;
+- "winograd3d": Winograd F(2x2, 3x3) over the in-plane taps of 3x3x3 convs,
+  depth taps direct (`cpu.winograd3d`), for the deepest, many-channel 3-D layers;
 - "cpu_direct": the C++ direct kernels (`cpu.direct`), for few channels on
   large images, first layers, and 3-D convs;
 - "gemm_grad": XLA's forward with GEMM gradients (`conv_grad`), for strided
@@ -39,15 +41,16 @@ from jax import lax
 
 from jaxseg.ops import conv_grad, phase
 from jaxseg.ops._common import ConvGeometry, conv_geometry, prod
-from jaxseg.ops.cpu import build, direct, winograd
+from jaxseg.ops.cpu import build, direct, winograd, winograd3d
 from jaxseg.ops.policy import ConvPolicy, resolve
 from jaxseg.ops.sharding import match_varying, per_batch_shard
 from jaxseg.ops.xla import conv_lax, conv_transpose_lax
 
-CONV_ROUTES = ("winograd", "cpu_direct", "gemm_grad", "xla")
+CONV_ROUTES = ("winograd", "winograd3d", "cpu_direct", "gemm_grad", "xla")
 TRANSPOSE_ROUTES = ("phase_rows", "phase", "xla")
 ROUTE_NOTES = {
     "winograd": "Winograd F(4x4,3x3) on the C++ kernels",
+    "winograd3d": "Winograd F(2x2,3x3) in-plane, depth direct, on the C++ kernels",
     "cpu_direct": "C++ direct conv kernels",
     "gemm_grad": "XLA forward, GEMM backward",
     "xla": "XLA",
@@ -78,6 +81,9 @@ def conv_route(geo: ConvGeometry, *, dtype=jnp.float32, batch: int, platform: st
     if (policy.winograd and winograd.supports(geo, dtype) and geo.cin >= policy.winograd_min_channels
         and geo.cout >= policy.winograd_min_channels and prod(geo.out_shape) <= policy.winograd_max_pixels):
       return "winograd"
+    if (policy.winograd_3d and winograd3d.supports(geo, dtype) and geo.cin >= policy.winograd_3d_min_channels
+        and geo.cout >= policy.winograd_3d_min_channels and batch * prod(geo.out_shape) <= policy.winograd_3d_max_voxels):
+      return "winograd3d"
     if direct.supports(geo, dtype):
       if geo.nd == 3:
         if policy.direct_3d:
@@ -148,6 +154,8 @@ def cpu_conv_fn(geo: ConvGeometry, route: str, dtype, policy: ConvPolicy, kernel
   """(x, w) -> y on the CPU for `route`."""
   if route == "winograd":
     return lambda x, w: winograd.conv_geo(x, w, geo)
+  if route == "winograd3d":
+    return lambda x, w: winograd3d.conv_geo(x, w, geo)
   if route == "cpu_direct":
     return lambda x, w: direct.conv_geo(x, w, geo, min_dx_channels=policy.direct_min_dx_channels)
   if route == "gemm_grad":

@@ -3,9 +3,12 @@
 - `build`: compile `_cpu_conv.cc` on first use, load it, register its handlers;
   `build.available()` says whether this host can use them (AVX-512, a compiler).
 - `direct`: direct convolution and weight-gradient kernels; the input gradient
-  from the forward kernel (`direct.conv`).
+  from the forward kernel on the flipped kernel (`direct.conv`).
 - `winograd`: Winograd F(4x4, 3x3) from the kernels' tile transforms and
   batched products (`winograd.conv_geo`).
+- `winograd3d`: 3x3x3 convs as Winograd F(2x2, 3x3) over the in-plane taps,
+  depth taps direct, from its own tile and kernel transforms and the same
+  batched products (`winograd3d.conv_geo`).
 
 Which layers take these paths is `jaxseg.ops.auto`'s rule; they only ever run
 in the CPU branch of a platform-dependent function, so a program lowered for

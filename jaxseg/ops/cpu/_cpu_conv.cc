@@ -1035,6 +1035,305 @@ ffi::Error WinoTransform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::Re
   return ffi::Error::Success();
 }
 
+
+// ---------------------------------------------------------------- Winograd F(2x2, 3x3) kernels of 3-D convs
+// A 3x3x3 stride-1 conv as F(2x2, 3x3) over the in-plane taps and a direct sum over the depth taps
+// (jaxseg/ops/cpu/winograd3d.py): u = G g G^T for each depth tap kz, G = [[1, 0, 0],
+// [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. The input and output tiles are small and move
+// in XLA; the kernel is the large operand of a deep layer (4x8x8 planes, 128 channels: 16 times
+// more kernel than input), so its transforms are here, 16 channels a vector.
+
+// out[k * os] = sum_i G[k][i] in[i * is], k < 4, i < 3.
+inline void g4(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 a = in[0], b = in[is], c = in[2 * is], h = splat(0.5f);
+  out[0] = a;
+  out[os] = h * (a + b + c);
+  out[2 * os] = h * (a - b + c);
+  out[3 * os] = c;
+}
+// The transpose: out[i * os] = sum_k G[k][i] in[k * is], i < 3.
+inline void gt3(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 p = in[0], q = in[is], r = in[2 * is], s = in[3 * is], h = splat(0.5f);
+  out[0] = p + h * (q + r);
+  out[os] = h * (q - r);
+  out[2 * os] = h * (q + r) + s;
+}
+
+// Rows [r0, r1) (r = kz * ci + c) of u (16, 3 * ci, co_pad) from w (3, 3, 3, ci, co): u[4a + b, r] =
+// sum_{i, j} G[a][i] G[b][j] w[kz, i, j, c]; zero columns past co.
+void wino2_kernel_rows(const float* w, float* u, int64_t ci, int64_t co, int64_t co_pad, int64_t r0, int64_t r1) {
+  const int64_t rows = 3 * ci;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t kz = r / ci, c = r % ci;
+    for (int64_t o0 = 0; o0 < co_pad; o0 += 16) {
+      const int64_t n = std::min<int64_t>(16, co - o0);
+      v16 g[9], t[12], o[16];
+      for (int k = 0; k < 9; ++k) {
+        const float* p = w + ((kz * 9 + k) * ci + c) * co + o0;
+        g[k] = n >= 16 ? load(p) : n > 0 ? load_n(p, n) : v16{};
+      }
+      for (int j = 0; j < 3; ++j) g4(g + j, 3, t + j, 3);          // t[a * 3 + j]
+      for (int a = 0; a < 4; ++a) g4(t + 3 * a, 1, o + 4 * a, 1);  // o[a * 4 + b]
+      for (int k = 0; k < 16; ++k) store(u + (k * rows + r) * co_pad + o0, o[k]);
+    }
+  }
+}
+
+// Rows [r0, r1) (r = kz * ci + c) of dw (3, 3, 3, ci, co) from du (16, 3 * ci, co): the transpose of
+// wino2_kernel_rows, dw[kz, i, j, c] = sum_{a, b} G[a][i] G[b][j] du[4a + b, r].
+void wino2_kernel_t_rows(const float* du, float* dw, int64_t ci, int64_t co, int64_t r0, int64_t r1) {
+  const int64_t rows = 3 * ci;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t kz = r / ci, c = r % ci;
+    for (int64_t o0 = 0; o0 < co; o0 += 16) {
+      const int64_t n = std::min<int64_t>(16, co - o0);
+      v16 d[16], t[12], g[9];
+      for (int k = 0; k < 16; ++k) d[k] = load_c(du + (k * rows + r) * co + o0, n);
+      for (int b = 0; b < 4; ++b) gt3(d + b, 4, t + b, 4);          // t[i * 4 + b]
+      for (int i = 0; i < 3; ++i) gt3(t + 4 * i, 1, g + 3 * i, 1);  // g[i * 3 + j]
+      for (int k = 0; k < 9; ++k) store_c(dw + ((kz * 9 + k) * ci + c) * co + o0, g[k], n);
+    }
+  }
+}
+
+// dst (cols, dst_stride) = src (rows, cols; row stride src_stride) transposed, zero columns
+// [rows, dst_stride) of dst.
+void transpose_matrix(const float* src, int64_t rows, int64_t cols, int64_t src_stride, float* dst,
+                      int64_t dst_stride) {
+  const int64_t r16 = rows / 16 * 16, c16 = cols / 16 * 16;
+  for (int64_t c0 = 0; c0 < c16; c0 += 16)
+    for (int64_t r0 = 0; r0 < r16; r0 += 16) transpose16(src + r0 * src_stride + c0, src_stride, dst + c0 * dst_stride + r0, dst_stride);
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t r = c < c16 ? r16 : 0; r < rows; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
+    std::memset(dst + c * dst_stride + rows, 0, (dst_stride - rows) * sizeof(float));
+  }
+}
+
+// kind 0: w (3, 3, 3, ci, co) -> u (16, 3 ci, co_pad); kind 1: w -> u^T (16, co, (3 ci)_pad), each
+// position's matrix transposed (the input gradient multiplies by it); kind 2: du (16, 3 ci, co) ->
+// dw (3, 3, 3, ci, co). _pad: the next multiple of 16, zero columns (the product kernels load whole
+// vectors).
+ffi::Error Wino2Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
+                       int64_t kind) {
+  auto id = in.dimensions(), od = out->dimensions();
+  auto k333 = [](decltype(id) d) { return d.size() == 5 && d[0] == 3 && d[1] == 3 && d[2] == 3; };
+  const float* ip = in.typed_data();
+  float* op = out->typed_data();
+  const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
+  if (kind == 0 || kind == 1) {
+    if (!k333(id) || od.size() != 3 || od[0] != 16)
+      return ffi::Error::InvalidArgument("jaxseg winograd3d kernel: inconsistent shapes");
+    const int64_t ci = id[3], co = id[4], rows = 3 * ci, co_pad = (co + 15) / 16 * 16, rows_pad = (rows + 15) / 16 * 16;
+    if ((kind == 0 && (od[1] != rows || od[2] != co_pad)) || (kind == 1 && (od[1] != co || od[2] != rows_pad)))
+      return ffi::Error::InvalidArgument("jaxseg winograd3d kernel: inconsistent shapes");
+    BufferPool::Buf buf;
+    float* u = op;
+    if (kind == 1) {
+      buf = buffers().take(static_cast<size_t>(16 * rows * co_pad));
+      u = buf.p.get();
+    }
+    const int64_t parts = num_parts(rows, threads);
+    parallel_parts(pool, parts, [=](int64_t p) {
+      wino2_kernel_rows(ip, u, ci, co, co_pad, rows * p / parts, rows * (p + 1) / parts);
+    });
+    if (kind == 1) {
+      parallel_parts(pool, 16, [=](int64_t k) {
+        transpose_matrix(u + k * rows * co_pad, rows, co, co_pad, op + k * co * rows_pad, rows_pad);
+      });
+      buffers().give(std::move(buf));
+    }
+    return ffi::Error::Success();
+  }
+  if (kind != 2 || id.size() != 3 || id[0] != 16 || !k333(od) || id[1] != 3 * od[3] || id[2] != od[4])
+    return ffi::Error::InvalidArgument("jaxseg winograd3d kernel: inconsistent shapes");
+  const int64_t ci = od[3], co = od[4], rows = 3 * ci, parts = num_parts(rows, threads);
+  parallel_parts(pool, parts, [=](int64_t p) {
+    wino2_kernel_t_rows(ip, op, ci, co, rows * p / parts, rows * (p + 1) / parts);
+  });
+  return ffi::Error::Success();
+}
+
+
+// The tiles of a 3-D volume (n, d, h, w, c) for F(2x2, 3x3) with SAME pads: tile (ti, tj) of a plane
+// covers rows 2 ti - 1 .. 2 ti + 2 and columns 2 tj - 1 .. 2 tj + 2 (zeros outside); th x tw tiles a
+// plane. The (16, n * d * th * tw, 3 * c) operand of the products holds, in row (n, z, tile), the
+// transformed tile of planes z - 1, z, z + 1 side by side (zeros for planes outside the volume).
+struct Tiles3 {
+  int64_t n, d, h, w, c, th, tw;
+  int64_t tiles() const { return n * d * th * tw; }
+};
+// out[k * os] = sum_a BT[k][a] in[a * is] (BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]).
+inline void bt4(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 i0 = in[0], i1 = in[is], i2 = in[2 * is], i3 = in[3 * is];
+  out[0] = i0 - i2;
+  out[os] = i1 + i2;
+  out[2 * os] = i2 - i1;
+  out[3 * os] = i1 - i3;
+}
+// The transpose: out[a * os] = sum_k BT[k][a] in[k * is].
+inline void b4(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 i0 = in[0], i1 = in[is], i2 = in[2 * is], i3 = in[3 * is];
+  out[0] = i0;
+  out[os] = i1 - i2 + i3;
+  out[2 * os] = i1 + i2 - i0;
+  out[3 * os] = -i3;
+}
+// out[i * os] = sum_k AT[i][k] in[k * is] (AT = [[1, 1, 1, 0], [0, 1, -1, -1]]).
+inline void at2(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 m0 = in[0], m1 = in[is], m2 = in[2 * is], m3 = in[3 * is];
+  out[0] = m0 + m1 + m2;
+  out[os] = m1 - m2 - m3;
+}
+// The transpose: out[k * os] = sum_i AT[i][k] in[i * is].
+inline void a4(const v16* in, int64_t is, v16* out, int64_t os) {
+  const v16 i0 = in[0], i1 = in[is];
+  out[0] = i0;
+  out[os] = i0 + i1;
+  out[2 * os] = i0 - i1;
+  out[3 * os] = -i1;
+}
+template <typename T>
+inline T* pixel3(const Tiles3& t, T* x, int64_t plane, int64_t row, int64_t col, int64_t c0) {
+  if (row < 0 || row >= t.h || col < 0 || col >= t.w) return nullptr;
+  return x + ((plane * t.h + row) * t.w + col) * t.c + c0;
+}
+
+// Input planes [p0, p1) (p = n * d + iz): B^T d B of their tiles into v (16, tiles, 3c) at column
+// block kz for the output planes z = iz + 1 - kz; the zero blocks of planes outside the volume too.
+void wino3_input_planes(const Tiles3& t, const float* x, float* v, int64_t p0, int64_t p1) {
+  const int64_t cols = 3 * t.c, per = t.th * t.tw, rows = t.tiles();
+  for (int64_t pl = p0; pl < p1; ++pl) {
+    const int64_t n = pl / t.d, iz = pl % t.d;
+    for (int64_t tile = 0; tile < per; ++tile) {
+      const int64_t ti = tile / t.tw, tj = tile % t.tw;
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
+        const int64_t cn = std::min<int64_t>(16, t.c - c0);
+        v16 dd[16], s[16];
+        for (int a = 0; a < 4; ++a)
+          for (int b = 0; b < 4; ++b) {
+            const float* p = pixel3(t, x, pl, 2 * ti + a - 1, 2 * tj + b - 1, c0);
+            dd[a * 4 + b] = p ? load_c(p, cn) : v16{};
+          }
+        for (int b = 0; b < 4; ++b) bt4(dd + b, 4, s + b, 4);          // rows
+        for (int k = 0; k < 4; ++k) bt4(s + 4 * k, 1, dd + 4 * k, 1);  // columns
+        for (int kz = 0; kz < 3; ++kz) {
+          const int64_t z = iz + 1 - kz;
+          if (z < 0 || z >= t.d) continue;
+          float* o = v + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
+          for (int k = 0; k < 16; ++k) store_c(o + k * rows * cols, dd[k], cn);
+        }
+        // Output planes whose plane z - 1 (kz = 0) or z + 1 (kz = 2) is outside: zeros, written by
+        // the part that owns the edge plane.
+        for (int kz = 0; kz < 3; kz += 2) {
+          const int64_t z = kz == 0 ? 0 : t.d - 1;
+          if (iz != z) continue;
+          float* o = v + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
+          for (int k = 0; k < 16; ++k) store_c(o + k * rows * cols, v16{}, cn);
+        }
+      }
+    }
+  }
+}
+
+// The transpose, input planes [p0, p1): dV of plane iz = the sum over kz of dv's column block kz in
+// the rows of output plane z = iz + 1 - kz; B dV B^T added into dx (tiles overlap by two rows and
+// columns: a plane's tiles are added in order by one thread).
+void wino3_input_t_planes(const Tiles3& t, const float* dv, float* dx, int64_t p0, int64_t p1) {
+  const int64_t cols = 3 * t.c, per = t.th * t.tw, rows = t.tiles();
+  std::memset(dx + p0 * t.h * t.w * t.c, 0, (p1 - p0) * t.h * t.w * t.c * sizeof(float));
+  for (int64_t pl = p0; pl < p1; ++pl) {
+    const int64_t n = pl / t.d, iz = pl % t.d;
+    for (int64_t tile = 0; tile < per; ++tile) {
+      const int64_t ti = tile / t.tw, tj = tile % t.tw;
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
+        const int64_t cn = std::min<int64_t>(16, t.c - c0);
+        v16 dd[16], s[16];
+        for (int k = 0; k < 16; ++k) dd[k] = v16{};
+        for (int kz = 0; kz < 3; ++kz) {
+          const int64_t z = iz + 1 - kz;
+          if (z < 0 || z >= t.d) continue;
+          const float* q = dv + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
+          for (int k = 0; k < 16; ++k) dd[k] += load_c(q + k * rows * cols, cn);
+        }
+        for (int k = 0; k < 4; ++k) b4(dd + 4 * k, 1, s + 4 * k, 1);
+        for (int b = 0; b < 4; ++b) b4(s + b, 4, dd + b, 4);
+        for (int a = 0; a < 4; ++a)
+          for (int b = 0; b < 4; ++b)
+            if (float* p = pixel3(t, dx, pl, 2 * ti + a - 1, 2 * tj + b - 1, c0))
+              store_c(p, load_c(p, cn) + dd[a * 4 + b], cn);
+      }
+    }
+  }
+}
+
+// m (16, tiles, c) -> y (n, d, h, w, c): A^T m A of every tile (2x2 output pixels, cropped), planes [p0, p1).
+void wino3_output_planes(const Tiles3& t, const float* m, float* y, int64_t p0, int64_t p1) {
+  const int64_t per = t.th * t.tw, rows = t.tiles();
+  for (int64_t pl = p0; pl < p1; ++pl)
+    for (int64_t tile = 0; tile < per; ++tile) {
+      const int64_t ti = tile / t.tw, tj = tile % t.tw;
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
+        const int64_t cn = std::min<int64_t>(16, t.c - c0);
+        v16 dd[16], s[8], o[4];
+        const float* q = m + (pl * per + tile) * t.c + c0;
+        for (int k = 0; k < 16; ++k) dd[k] = load_c(q + k * rows * t.c, cn);
+        for (int b = 0; b < 4; ++b) at2(dd + b, 4, s + b, 4);      // s[i * 4 + b]
+        for (int i = 0; i < 2; ++i) at2(s + 4 * i, 1, o + 2 * i, 1);
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j)
+            if (float* p = pixel3(t, y, pl, 2 * ti + i, 2 * tj + j, c0)) store_c(p, o[i * 2 + j], cn);
+      }
+    }
+}
+
+// The transpose: dy (n, d, h, w, c) -> dm (16, tiles, c), A dY A^T of every tile (zeros past the edge).
+void wino3_output_t_planes(const Tiles3& t, const float* dy, float* dm, int64_t p0, int64_t p1) {
+  const int64_t per = t.th * t.tw, rows = t.tiles();
+  for (int64_t pl = p0; pl < p1; ++pl)
+    for (int64_t tile = 0; tile < per; ++tile) {
+      const int64_t ti = tile / t.tw, tj = tile % t.tw;
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
+        const int64_t cn = std::min<int64_t>(16, t.c - c0);
+        v16 o[4], s[8], dd[16];
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j) {
+            const float* p = pixel3(t, dy, pl, 2 * ti + i, 2 * tj + j, c0);
+            o[i * 2 + j] = p ? load_c(p, cn) : v16{};
+          }
+        for (int i = 0; i < 2; ++i) a4(o + 2 * i, 1, s + 4 * i, 1);  // s[i * 4 + b]
+        for (int b = 0; b < 4; ++b) a4(s + b, 4, dd + b, 4);
+        float* q = dm + (pl * per + tile) * t.c + c0;
+        for (int k = 0; k < 16; ++k) store_c(q + k * rows * t.c, dd[k], cn);
+      }
+    }
+}
+
+// kind 0: x (n, d, h, w, c) -> v (16, tiles, 3c); 1: dv -> dx; 2: m (16, tiles, c) -> y; 3: dy -> dm.
+ffi::Error Wino3Transform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
+                          int64_t kind) {
+  auto id = in.dimensions(), od = out->dimensions();
+  const bool to_tiles = kind == 0 || kind == 3;
+  auto img = to_tiles ? id : od;
+  auto til = to_tiles ? od : id;
+  if (kind < 0 || kind > 3 || img.size() != 5 || til.size() != 3 || til[0] != 16)
+    return ffi::Error::InvalidArgument("jaxseg winograd3d transform: inconsistent shapes");
+  const Tiles3 t{img[0], img[1], img[2], img[3], img[4], (img[2] + 1) / 2, (img[3] + 1) / 2};
+  const int64_t width = kind <= 1 ? 3 * t.c : t.c;
+  if (til[1] != t.tiles() || til[2] != width)
+    return ffi::Error::InvalidArgument("jaxseg winograd3d transform: inconsistent shapes");
+  const float* ip = in.typed_data();
+  float* op = out->typed_data();
+  const int64_t planes = t.n * t.d, parts = num_parts(planes, pool.num_threads());
+  parallel_parts(pool, parts, [=](int64_t i) {
+    const int64_t p0 = planes * i / parts, p1 = planes * (i + 1) / parts;
+    if (kind == 0) wino3_input_planes(t, ip, op, p0, p1);
+    else if (kind == 1) wino3_input_t_planes(t, ip, op, p0, p1);
+    else if (kind == 2) wino3_output_planes(t, ip, op, p0, p1);
+    else wino3_output_t_planes(t, ip, op, p0, p1);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Both handlers: two float32 operands, one result, the strides and the pads before
@@ -1071,6 +1370,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinogradTransform, WinoTransform,
                                   .Attr<int64_t>("tw")
                                   .Attr<int64_t>("ph")
                                   .Attr<int64_t>("pw")
+                                  .Attr<int64_t>("kind"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dTransform, Wino3Transform,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("kind"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dKernel, Wino2Kernel,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("kind"));
 
 extern "C" int jaxseg_cpu_conv_vector_bits() {

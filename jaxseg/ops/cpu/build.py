@@ -33,7 +33,9 @@ SOURCE = Path(__file__).with_name("_cpu_conv.cc")
 TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad": "JaxsegConvWeightGrad",
            "jaxseg_conv_input_grad": "JaxsegConvInputGrad",
            "jaxseg_batched_matmul": "JaxsegBatchedMatmul", "jaxseg_batched_matmul_tn": "JaxsegBatchedMatmulTN",
-           "jaxseg_winograd_transform": "JaxsegWinogradTransform"}
+           "jaxseg_winograd_transform": "JaxsegWinogradTransform",
+           "jaxseg_winograd3d_kernel": "JaxsegWinograd3dKernel",
+           "jaxseg_winograd3d_transform": "JaxsegWinograd3dTransform"}
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 VECTOR_BITS = 512
 

@@ -1,0 +1,168 @@
+"""Winograd F(2x2, 3x3) over the in-plane taps of 3x3x3 convs (`jaxseg.ops.cpu.winograd3d`) against NumPy.
+
+The transform matrices against the 1-D correlation they stand for (float64,
+independent of the C++); each C++ tile transform against its NumPy form and
+each transpose against it by the dot-product identity; the kernel transforms
+(U, U^T per position, G^T dU G) against einsum; then the whole conv, forward
+and both gradients, against the NumPy reference on odd volumes (planes with
+odd sides: a tile past the edge; one plane; one voxel) and channel counts that
+are not multiples of 16; which layers `auto` sends here under its policy.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg import reference
+from jaxseg.ops import DEFAULT_POLICY, auto
+from jaxseg.ops._common import conv_geometry
+from jaxseg.ops.cpu import build, winograd3d as w3
+
+from test_cpu_direct import _machine_can
+from test_fast_paths import numpy_input_grad, numpy_weight_grad
+
+pytestmark = pytest.mark.skipif(not _machine_can(), reason="needs AVX-512 and a C++ compiler")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kernels():
+  assert build.available(), "the C++ kernels did not build on a machine that can build them"
+
+
+def _close(got, want, rel=1e-5):
+  want = np.asarray(want, np.float64)
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=rel * np.max(np.abs(want)))
+
+
+def test_transform_matrices_compute_a_correlation():
+  # F(2, 3): y[i] = sum_j d[i + j] g[j], 2 outputs from 4 inputs; the 2-D form is its square.
+  r = np.random.default_rng(0)
+  for _ in range(5):
+    d, g = r.standard_normal(4), r.standard_normal(3)
+    np.testing.assert_allclose(w3.AT @ ((w3.G @ g) * (w3.BT @ d)), [d[0:3] @ g, d[1:4] @ g], atol=1e-12)
+  d, g = r.standard_normal((4, 4)), r.standard_normal((3, 3))
+  want = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)])
+  got = w3.AT @ ((w3.G @ g @ w3.G.T) * (w3.BT @ d @ w3.BT.T)) @ w3.AT.T
+  np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def _numpy_input_tiles(x):
+  """(16, N*D*T, 3C) in float64: B^T d B of the 4x4 tiles at stride 2 (one pixel of zeros before),
+  planes z-1, z, z+1 side by side."""
+  n, d, h, w, c = x.shape
+  th, tw = -(-h // 2), -(-w // 2)
+  xp = np.zeros((n, d + 2, 2 * th + 2, 2 * tw + 2, c))
+  xp[:, 1:d + 1, 1:h + 1, 1:w + 1] = x
+  v = np.zeros((4, 4, n, d + 2, th, tw, c))
+  for i in range(th):
+    for j in range(tw):
+      tile = xp[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4]                 # (n, d+2, 4, 4, c)
+      v[:, :, :, :, i, j] = np.einsum("ka,nzabc,lb->klnzc", w3.BT, tile, w3.BT)
+  v = v.reshape(16, n, d + 2, th * tw, c)
+  return np.concatenate([v[:, :, kz:kz + d] for kz in range(3)], axis=-1).reshape(16, -1, 3 * c)
+
+
+def _numpy_output_tiles(m, y_shape):
+  n, d, h, w, k = y_shape
+  th, tw = -(-h // 2), -(-w // 2)
+  m = m.reshape(4, 4, n, d, th, tw, k)
+  y = np.einsum("ia,abnztsk,jb->nztisjk", w3.AT, m, w3.AT).reshape(n, d, 2 * th, 2 * tw, k)
+  return y[:, :, :h, :w]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7, 20), (2, 1, 4, 4, 16), (1, 2, 1, 1, 3), (2, 4, 6, 3, 33)])
+def test_tile_transforms_and_their_transposes(shape):
+  r = np.random.default_rng(1)
+  x = r.standard_normal(shape).astype(np.float32)
+  v = np.asarray(jax.jit(w3.input_tiles)(x))
+  _close(v, _numpy_input_tiles(x.astype(np.float64)), 1e-6)
+  dv = r.standard_normal(v.shape).astype(np.float32)
+  dx = np.asarray(jax.jit(lambda a: w3.input_tiles_t(a, shape))(dv))
+  # <input_tiles(x), dv> == <x, input_tiles_t(dv)>
+  np.testing.assert_allclose(np.vdot(v.astype(np.float64), dv), np.vdot(x.astype(np.float64), dx), rtol=1e-5)
+  y_shape = (*shape[:4], 18)
+  m = r.standard_normal((16, v.shape[1], 18)).astype(np.float32)
+  y = np.asarray(jax.jit(lambda a: w3.output_tiles(a, y_shape))(m))
+  _close(y, _numpy_output_tiles(m.astype(np.float64), y_shape), 1e-6)
+  dy = r.standard_normal(y_shape).astype(np.float32)
+  dm = np.asarray(jax.jit(w3.output_tiles_t)(dy))
+  np.testing.assert_allclose(np.vdot(y.astype(np.float64), dy), np.vdot(m.astype(np.float64), dm), rtol=1e-5)
+
+
+@pytest.mark.parametrize("ci,co", [(20, 36), (16, 16), (3, 40)])
+def test_kernel_transforms(ci, co):
+  r = np.random.default_rng(2)
+  w = r.standard_normal((3, 3, 3, ci, co)).astype(np.float32)
+  u64 = np.einsum("ai,zijco,bj->abzco", w3.G, w.astype(np.float64), w3.G).reshape(16, 3 * ci, co)
+  u = np.asarray(jax.jit(w3.transform_kernel)(w))
+  assert u.shape == (16, 3 * ci, -(-co // 16) * 16)
+  _close(u[:, :, :co], u64, 1e-6)
+  assert not u[:, :, co:].any()
+  ut = np.asarray(jax.jit(w3.transform_kernel_tt)(w))
+  assert ut.shape == (16, co, -(-3 * ci // 16) * 16)
+  _close(ut[:, :, :3 * ci], u64.transpose(0, 2, 1), 1e-6)
+  assert not ut[:, :, 3 * ci:].any()
+  du = r.standard_normal((16, 3 * ci, co)).astype(np.float32)
+  want = np.einsum("ai,abzco,bj->zijco", w3.G, du.astype(np.float64).reshape(4, 4, 3, ci, co), w3.G)
+  _close(jax.jit(w3.transform_kernel_t)(du), want, 1e-6)
+
+
+CASES = [
+    ((2, 4, 8, 8, 32), 48),     # the issue's deepest level in small: whole tiles
+    ((1, 3, 5, 7, 20), 36),     # odd sides (tiles past the edge), channel tails of 4
+    ((1, 1, 2, 2, 16), 17),     # one plane, one tile; an output tail of 1
+    ((1, 2, 1, 1, 40), 33),     # one pixel per plane
+    ((2, 5, 3, 4, 64), 128),    # 128 output channels: two column blocks of the products
+]
+
+
+@pytest.mark.parametrize("x_shape,cout", CASES)
+def test_conv_and_gradients_match_numpy(x_shape, cout):
+  r = np.random.default_rng(3)
+  x = r.standard_normal(x_shape).astype(np.float32)
+  w_shape = (3, 3, 3, x_shape[-1], cout)
+  w = (r.standard_normal(w_shape) / np.sqrt(27 * x_shape[-1])).astype(np.float32)
+  geo = conv_geometry(x.shape, w.shape, stride=1, padding="SAME", dilation=1, groups=1)
+  assert w3.supports(geo)
+  f = lambda x, w: w3.conv_geo(x, w, geo)
+  y, vjp = jax.vjp(f, x, w)
+  _close(y, reference.conv(x.astype(np.float64), w.astype(np.float64), stride=1, padding="SAME"))
+  g = r.standard_normal(y.shape).astype(np.float32)
+  dx, dw = jax.jit(vjp)(g)
+  _close(dw, numpy_weight_grad(x, g, w_shape, stride=1, padding="SAME", dilation=1))
+  _close(dx, numpy_input_grad(g, w, x_shape, stride=1, padding="SAME", dilation=1))
+
+
+def test_auto_sends_the_deepest_many_channel_layers_here():
+  geo = lambda x, w: conv_geometry(x, w, stride=1, padding="SAME", dilation=1, groups=1)
+  deep = geo((2, 4, 8, 8, 128), (3, 3, 3, 128, 128))
+  assert auto.conv_route(deep, batch=2) == "winograd3d"
+  assert auto.conv_route(deep, batch=4) == "cpu_direct"                    # 1024 voxels: more than the rule's 512
+  assert auto.conv_route(geo((2, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=2) == "cpu_direct"
+  assert auto.conv_route(geo((2, 4, 8, 8, 16), (3, 3, 3, 16, 128)), batch=2) == "cpu_direct"   # few input channels
+  assert auto.conv_route(deep, batch=2, policy=dataclasses.replace(DEFAULT_POLICY, winograd_3d=False)) == "cpu_direct"
+  strided = conv_geometry((2, 4, 8, 8, 128), (3, 3, 3, 128, 128), stride=2, padding="SAME", dilation=1, groups=1)
+  assert not w3.supports(strided) and auto.conv_route(strided, batch=2) != "winograd3d"
+  assert auto.conv_route(deep, batch=2, platform="cuda") == "xla"
+
+
+def test_auto_conv_of_a_deep_layer_matches_xla():
+  from jaxseg import ops
+  r = np.random.default_rng(4)
+  x = r.standard_normal((2, 4, 6, 6, 32)).astype(np.float32)
+  w = (r.standard_normal((3, 3, 3, 32, 40)) / np.sqrt(27 * 32)).astype(np.float32)
+  loss = lambda impl: (lambda x, w: jnp.sum(ops.conv(x, w, stride=1, padding="SAME", impl=impl) ** 2))
+  (ya, ga), (yl, gl) = (jax.jit(jax.value_and_grad(loss(i), argnums=(0, 1)))(x, w) for i in ("auto", "lax"))
+  _close(ya, yl)
+  for a, b in zip(ga, gl):
+    _close(a, b)
+
+
+def test_rejects_inconsistent_shapes():
+  with pytest.raises(Exception, match="inconsistent shapes"):
+    jax.block_until_ready(w3._transform(jnp.zeros((1, 2, 4, 4, 8)), (16, 7, 24), 0))
+  with pytest.raises(Exception, match="inconsistent shapes"):
+    jax.block_until_ready(w3._kernel_call(jnp.zeros((3, 3, 2, 8, 8)), (16, 24, 16), 0))
