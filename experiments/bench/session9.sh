@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Session 9 (issue 19): the input gradient flips its kernel in C++, the weight gradient's pixel loop
-# keeps its accumulators in registers, forward parts split by 64-channel blocks. Before = 3c5c5c5
+# keeps its accumulators in registers, forward parts split by 64-channel blocks, and the route
+# winograd3d (F(2x2, 3x3) in-plane, depth direct) for the deepest layers. Before = 3c5c5c5
 # (session 8's last commit), checked out at $BEFORE (git worktree add /work/wt_before9 3c5c5c5);
 # after = this tree. Each run starts in its own tree (python -m puts the working directory first on
 # sys.path). Runs alternate before/after so that both see the same machine state.
-# Parts: PARTBA=0 / PART3D=0 / PARTW=0 skip one.
+# Parts: PART3D=0 / PARTBA=0 / PARTW=0 / PARTK=0 skip one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -42,7 +43,19 @@ if [ "${PARTBA:-1}" = 1 ]; then {
     train before "$BEFORE" unet3d_small 5 2 -; train after "$PWD" unet3d_small 5 2 -
   done
 } 2>&1 | tee $OUT/s9_before_after.txt; fi
-# The Winograd-over-in-plane-taps prototype against the direct route (not taken).
+# The F(4x4, 3x3) prototype against the direct route (not taken), and winograd3d (auto) against the
+# direct kernels on the issue-19 layers and a few more deep shapes, in turn in one process.
 if [ "${PARTW:-1}" = 1 ]; then
   $PY experiments/bench/micro/mb_wino3d.py --rounds 9 2>&1 | tee $OUT/mb_wino3d_s9.txt
+  $PY experiments/bench/micro/mb_conv3d.py --forms auto,direct --layers 4,5,6,7 --rounds 11 --calls 5 \
+    2>&1 | tee $OUT/mb_conv3d_auto_direct_s9.txt
+fi
+# The kernels' pieces: the input gradient's flip in XLA or in the kernel; one thread's kernel times
+# outside XLA and the core's FMA peak.
+if [ "${PARTK:-1}" = 1 ]; then
+  (cd experiments/bench/micro && PYTHONPATH=$ROOT $ROOT/$PY mb_dx_flip.py --rounds 25) 2>&1 | tee $OUT/mb_dx_flip_s9.txt
+  g++ -O3 -march=native -std=c++17 -pthread -I"$($PY -c 'import jax; print(jax.ffi.include_dir())')" \
+    experiments/bench/micro/cc/kernel_times.cc -o /tmp/kernel_times_s9
+  { taskset -c 0 /tmp/kernel_times_s9 128 128 4 8; taskset -c 0 /tmp/kernel_times_s9 64 128 4 8; } \
+    2>&1 | tee $OUT/kernel_times_s9.txt
 fi

@@ -765,7 +765,9 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer
   BufferPool::Buf wbuf = buffers().take(static_cast<size_t>(taps * co * ci_pad));
   float* wt = wbuf.p.get();
   const float* wp = w.typed_data();
-  const int64_t parts = std::min<int64_t>(taps, 4 * std::max<int64_t>(pool.num_threads(), 1));
+  // A small kernel (a 2-D U-Net's 3x3 x 16 x 32) is flipped on the calling thread: waking a helper
+  // would cost more than the copy.
+  const int64_t parts = taps * ci * co < (1 << 16) ? 1 : std::min<int64_t>(taps, 4 * std::max<int64_t>(pool.num_threads(), 1));
   parallel_parts(pool, parts, [=](int64_t p) {
     flip_swap_taps(wp, wt, taps, ci, co, ci_pad, taps * p / parts, taps * (p + 1) / parts);
   });
