@@ -17,7 +17,6 @@ pays"; experiments/bench/RESULTS.md (session 9) says where it did not.
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 

@@ -32,8 +32,6 @@ depth taps side by side) outweigh the saving.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
