@@ -726,23 +726,26 @@ inline void transpose16(const float* in, int64_t is, float* out, int64_t os) {
 #endif
 }
 
+// dst (cols, dst_stride) = src (rows, cols; row stride src_stride) transposed, zero columns
+// [rows, dst_stride) of dst.
+void transpose_matrix(const float* src, int64_t rows, int64_t cols, int64_t src_stride, float* dst,
+                      int64_t dst_stride) {
+  const int64_t r16 = rows / 16 * 16, c16 = cols / 16 * 16;
+  for (int64_t c0 = 0; c0 < c16; c0 += 16)
+    for (int64_t r0 = 0; r0 < r16; r0 += 16) transpose16(src + r0 * src_stride + c0, src_stride, dst + c0 * dst_stride + r0, dst_stride);
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t r = c < c16 ? r16 : 0; r < rows; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
+    std::memset(dst + c * dst_stride + rows, 0, (dst_stride - rows) * sizeof(float));
+  }
+}
+
 // Taps [t0, t1) of the input-gradient kernel: wt[taps - 1 - t, o, c] = w[t, c, o] (c < ci; zero for
-// c in [ci, ci_pad)), w (taps, ci, co), wt (taps, co, ci_pad): 16 x 16 blocks transposed in
-// registers (element by element the copy took 0.24 ms for a 3x3x3 128 x 128 kernel, a sixth of
-// the input gradient it serves), the blocks past a multiple of 16 element by element.
+// c in [ci, ci_pad)), w (taps, ci, co), wt (taps, co, ci_pad). In 16 x 16 blocks transposed in
+// registers: element by element the copy took 0.24 ms for a 3x3x3 128 x 128 kernel, a sixth of the
+// input gradient it serves.
 void flip_swap_taps(const float* w, float* wt, int64_t taps, int64_t ci, int64_t co, int64_t ci_pad, int64_t t0,
                     int64_t t1) {
-  const int64_t ci16 = ci / 16 * 16, co16 = co / 16 * 16;
-  for (int64_t t = t0; t < t1; ++t) {
-    const float* src = w + t * ci * co;
-    float* dst = wt + (taps - 1 - t) * co * ci_pad;
-    for (int64_t o0 = 0; o0 < co16; o0 += 16)
-      for (int64_t c0 = 0; c0 < ci16; c0 += 16) transpose16(src + c0 * co + o0, co, dst + o0 * ci_pad + c0, ci_pad);
-    for (int64_t o = 0; o < co; ++o) {
-      for (int64_t c = o < co16 ? ci16 : 0; c < ci; ++c) dst[o * ci_pad + c] = src[c * co + o];
-      std::memset(dst + o * ci_pad + ci, 0, (ci_pad - ci) * sizeof(float));
-    }
-  }
+  for (int64_t t = t0; t < t1; ++t) transpose_matrix(w + t * ci * co, ci, co, co, wt + (taps - 1 - t) * co * ci_pad, ci_pad);
 }
 
 // The input gradient of a stride-1 conv with kernel w (kd, kh, kw, ci, co): the forward conv of dy
@@ -1095,19 +1098,6 @@ void wino2_kernel_t_rows(const float* du, float* dw, int64_t ci, int64_t co, int
       for (int i = 0; i < 3; ++i) gt3(t + 4 * i, 1, g + 3 * i, 1);  // g[i * 3 + j]
       for (int k = 0; k < 9; ++k) store_c(dw + ((kz * 9 + k) * ci + c) * co + o0, g[k], n);
     }
-  }
-}
-
-// dst (cols, dst_stride) = src (rows, cols; row stride src_stride) transposed, zero columns
-// [rows, dst_stride) of dst.
-void transpose_matrix(const float* src, int64_t rows, int64_t cols, int64_t src_stride, float* dst,
-                      int64_t dst_stride) {
-  const int64_t r16 = rows / 16 * 16, c16 = cols / 16 * 16;
-  for (int64_t c0 = 0; c0 < c16; c0 += 16)
-    for (int64_t r0 = 0; r0 < r16; r0 += 16) transpose16(src + r0 * src_stride + c0, src_stride, dst + c0 * dst_stride + r0, dst_stride);
-  for (int64_t c = 0; c < cols; ++c) {
-    for (int64_t r = c < c16 ? r16 : 0; r < rows; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
-    std::memset(dst + c * dst_stride + rows, 0, (dst_stride - rows) * sizeof(float));
   }
 }
 
