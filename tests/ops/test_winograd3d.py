@@ -22,6 +22,7 @@ from jaxseg.ops._common import conv_geometry
 from jaxseg.ops.cpu import build, winograd3d as w3
 
 from test_cpu_direct import _machine_can
+from test_winograd import _close
 from test_fast_paths import numpy_input_grad, numpy_weight_grad
 
 pytestmark = pytest.mark.skipif(not _machine_can(), reason="needs AVX-512 and a C++ compiler")
@@ -30,11 +31,6 @@ pytestmark = pytest.mark.skipif(not _machine_can(), reason="needs AVX-512 and a 
 @pytest.fixture(scope="module", autouse=True)
 def _kernels():
   assert build.available(), "the C++ kernels did not build on a machine that can build them"
-
-
-def _close(got, want, rel=1e-5):
-  want = np.asarray(want, np.float64)
-  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=rel * np.max(np.abs(want)))
 
 
 def test_transform_matrices_compute_a_correlation():
@@ -129,11 +125,11 @@ def test_conv_and_gradients_match_numpy(x_shape, cout):
   assert w3.supports(geo)
   f = lambda x, w: w3.conv_geo(x, w, geo)
   y, vjp = jax.vjp(f, x, w)
-  _close(y, reference.conv(x.astype(np.float64), w.astype(np.float64), stride=1, padding="SAME"))
+  _close(y, reference.conv(x.astype(np.float64), w.astype(np.float64), stride=1, padding="SAME"), rel=1e-5)
   g = r.standard_normal(y.shape).astype(np.float32)
   dx, dw = jax.jit(vjp)(g)
-  _close(dw, numpy_weight_grad(x, g, w_shape, stride=1, padding="SAME", dilation=1))
-  _close(dx, numpy_input_grad(g, w, x_shape, stride=1, padding="SAME", dilation=1))
+  _close(dw, numpy_weight_grad(x, g, w_shape, stride=1, padding="SAME", dilation=1), rel=1e-5)
+  _close(dx, numpy_input_grad(g, w, x_shape, stride=1, padding="SAME", dilation=1), rel=1e-5)
 
 
 def test_auto_sends_the_deepest_many_channel_layers_here():
@@ -156,9 +152,9 @@ def test_auto_conv_of_a_deep_layer_matches_xla():
   w = (r.standard_normal((3, 3, 3, 32, 40)) / np.sqrt(27 * 32)).astype(np.float32)
   loss = lambda impl: (lambda x, w: jnp.sum(ops.conv(x, w, stride=1, padding="SAME", impl=impl) ** 2))
   (ya, ga), (yl, gl) = (jax.jit(jax.value_and_grad(loss(i), argnums=(0, 1)))(x, w) for i in ("auto", "lax"))
-  _close(ya, yl)
+  _close(ya, yl, rel=1e-5)
   for a, b in zip(ga, gl):
-    _close(a, b)
+    _close(a, b, rel=1e-5)
 
 
 def test_rejects_inconsistent_shapes():
@@ -166,3 +162,29 @@ def test_rejects_inconsistent_shapes():
     jax.block_until_ready(w3._transform(jnp.zeros((1, 2, 4, 4, 8)), (16, 7, 24), 0))
   with pytest.raises(Exception, match="inconsistent shapes"):
     jax.block_until_ready(w3._kernel_call(jnp.zeros((3, 3, 2, 8, 8)), (16, 24, 16), 0))
+
+
+def test_shard_map_over_two_devices_matches_one_device():
+  # The batch split over 2 devices (shard_map), the kernel replicated: the same values and
+  # gradients as one device (dW summed over the devices by the transpose of the kernel's cast to
+  # varying), as for the 2-D routes in test_auto.py.
+  from jax.sharding import Mesh, PartitionSpec as P
+  from jaxseg import ops
+  if len(jax.devices()) < 2:
+    pytest.skip("needs 2 devices")
+  mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+  r = np.random.default_rng(5)
+  x = r.standard_normal((4, 2, 4, 5, 32)).astype(np.float32)
+  w = (r.standard_normal((3, 3, 3, 32, 48)) / np.sqrt(27 * 32)).astype(np.float32)
+  assert ops.conv_route(x.shape, w.shape, platform="cpu") == "winograd3d"
+  assert ops.conv_route((2, *x.shape[1:]), w.shape, platform="cpu") == "winograd3d"
+  loss = lambda x, w: jnp.sum(jnp.sin(ops.conv(x, w, stride=1, padding="SAME", impl="auto")))
+  def per_device(x, w):
+    l, g = jax.value_and_grad(loss, argnums=(0, 1))(x, w)
+    return jax.lax.psum(l, "data"), g
+  split = jax.shard_map(per_device, mesh=mesh, in_specs=(P("data"), P()), out_specs=(P(), (P("data"), P())))
+  (l2, (dx2, dw2)) = jax.jit(split)(x, w)
+  (l1, (dx1, dw1)) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
+  np.testing.assert_allclose(l2, l1, rtol=1e-5)
+  _close(dx2, dx1, rel=1e-5)
+  _close(dw2, dw1, rel=1e-5)
