@@ -77,6 +77,11 @@ CASES = [
     ((1, 3, 4, 5, 7), (3, 3, 3, 7, 52), 1, "SAME"),        # dW by units: 21 taps a row, a partial group of 3
     ((1, 8, 8, 7, 16), (3, 3, 3, 16, 16), 2, "VALID"),     # leftover depth, height, width: no copy
     ((1, 6, 7, 16), (3, 3, 16, 20), 1, [(3, 3), (0, 2)]),  # pads beyond the kernel: dx crops (negative pads)
+    # at most 16 output channels: the forward (and dx) in sliding strips, dW with input channels in lanes
+    ((2, 7, 53, 16), (3, 3, 16, 16), 1, "SAME"),          # rows of 53: strips of 24 + 24 + 4 + 1
+    ((1, 5, 7, 30, 32), (3, 3, 3, 32, 13), 1, "SAME"),    # dW: 2 blocks of 16 input channels, 8 + 5 outputs
+    ((1, 2, 3, 4, 64), (3, 3, 3, 64, 16), 1, "SAME"),     # dW cut by units (kernel large next to the data)
+    ((1, 3, 9, 16), (3, 3, 16, 1), 1, "SAME"),            # one output channel; dx has 16 (sliding strips)
 ]
 IDS = [f"{'x'.join(map(str, x[1:]))}-{'x'.join(map(str, w[:-2]))}->{w[-1]}/{s}" for x, w, s, _ in CASES]
 

@@ -393,6 +393,77 @@ void fwd_flat_block(const Dims& d, int64_t co_pad, const float* xin, const float
   }
 }
 
+// ---------------------------------------------------------------- forward, sliding strips
+// The forward of a 3-wide, stride-1 kernel with at most 16 output channels (one vector): P output
+// pixels of one row, x0 the first one's input corner, y0 its output (at channel o0). Input pixel q
+// of the strip feeds output pixels q, q - 1 and q - 2 through kernel columns 0, 1 and 2, so one
+// broadcast of x[q, c] serves three multiply-adds; a strip of independent pixels (fwd_flat_strip)
+// needs a broadcast per multiply-add when there is one vector of output channels, and ran at 63-75%
+// of the FMA peak on a 16 -> 16-channel layer (experiments/bench/RESULTS.md, session 10).
+template <int P>
+inline void fwd_slide_strip(const Dims& d, int64_t co_pad, const float* x0, float* y0, const float* wk,
+                            int64_t o0, int64_t tail, int64_t k0, int64_t k1, bool add) {
+  v16 acc[P];
+  _Pragma("GCC unroll 32")
+  for (int p = 0; p < P; ++p) {
+    if (!add) acc[p] = v16{};
+    else if (tail > 0) acc[p] = load_n(y0 + p * d.co, tail);
+    else acc[p] = load(y0 + p * d.co);
+  }
+  const int64_t ci = d.ci;
+  for (int64_t kr = k0; kr < k1; ++kr) {
+    const float* xr = x0 + ((kr / d.kh) * d.h + kr % d.kh) * d.w * ci;  // x[q, c] = xr[q * ci + c]
+    const float* wr = wk + kr * 3 * ci * co_pad + o0;                    // w[k, c] = wr[(k * ci + c) * co_pad]
+    for (int64_t c = 0; c < ci; ++c) {
+      const v16 w0 = load(wr + c * co_pad), w1 = load(wr + (ci + c) * co_pad),
+                w2 = load(wr + (2 * ci + c) * co_pad);
+      _Pragma("GCC unroll 32")
+      for (int q = 0; q < P + 2; ++q) {
+        const v16 b = splat(xr[q * ci + c]);
+        if (q < P) acc[q] += b * w0;
+        if (q >= 1 && q - 1 < P) acc[q - 1] += b * w1;
+        if (q >= 2) acc[q - 2] += b * w2;
+      }
+    }
+  }
+  _Pragma("GCC unroll 32")
+  for (int p = 0; p < P; ++p) {
+    if (tail > 0) store_n(y0 + p * d.co, acc[p], tail);
+    else store(y0 + p * d.co, acc[p]);
+  }
+}
+
+// Whether fwd_slide_block computes the conv d with the output channels of block o0 (a 3-wide,
+// stride-1 kernel, one vector of output channels).
+inline bool slides(const Dims& d, int64_t rem) { return d.kw == 3 && d.sw == 1 && rem <= 16; }
+
+// Output pixels [q0, q1) of the conv on a padded input (d: no pads; slides(d, .)), output channels
+// [o0, o0 + 16), in strips of 24, 16, 8, 4, 2 or 1 pixels within a row; kernel rows in chunks as in
+// fwd_flat_block.
+void fwd_slide_block(const Dims& d, int64_t co_pad, const float* xin, const float* wk, float* y, int64_t q0,
+                     int64_t q1, int64_t o0, int64_t tail, int64_t chunk) {
+  const int64_t kr_n = d.kd * d.kh;
+  for (int64_t k0 = 0; k0 < kr_n; k0 += chunk) {
+    const int64_t k1 = std::min(kr_n, k0 + chunk);
+    const bool add = k0 > 0;
+    PixelCursor cur(d, xin, q0);
+    for (int64_t q = q0; q < q1;) {
+      const float* x0 = cur.corner();
+      const int64_t n = std::min(q1 - q, d.ow - cur.x);
+      float* y0 = y + q * d.co + o0;
+      int64_t p = 0;
+      for (; p + 24 <= n; p += 24) fwd_slide_strip<24>(d, co_pad, x0 + p * d.ci, y0 + p * d.co, wk, o0, tail, k0, k1, add);
+      if (p + 16 <= n) { fwd_slide_strip<16>(d, co_pad, x0 + p * d.ci, y0 + p * d.co, wk, o0, tail, k0, k1, add); p += 16; }
+      if (p + 8 <= n) { fwd_slide_strip<8>(d, co_pad, x0 + p * d.ci, y0 + p * d.co, wk, o0, tail, k0, k1, add); p += 8; }
+      if (p + 4 <= n) { fwd_slide_strip<4>(d, co_pad, x0 + p * d.ci, y0 + p * d.co, wk, o0, tail, k0, k1, add); p += 4; }
+      if (p + 2 <= n) { fwd_slide_strip<2>(d, co_pad, x0 + p * d.ci, y0 + p * d.co, wk, o0, tail, k0, k1, add); p += 2; }
+      if (p < n) fwd_slide_strip<1>(d, co_pad, x0 + p * d.ci, y0 + p * d.co, wk, o0, tail, k0, k1, add);
+      q += n;
+      for (int64_t i = 0; i < n; ++i) cur.next();
+    }
+  }
+}
+
 struct FlatTiling {
   int64_t chunk_bytes = 256 << 10;  // kernel rows per chunk: their 64-column block in about this much
 };
@@ -407,6 +478,7 @@ void fwd_flat(const Dims& d, int64_t co_pad, const float* xin, const float* wk, 
     if (rem > 48) fwd_flat_block<4, 6>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
     else if (rem > 32) fwd_flat_block<3, 8>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
     else if (rem > 16) fwd_flat_block<2, 12>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
+    else if (slides(d, rem)) fwd_slide_block(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
     else fwd_flat_block<1, 12>(d, co_pad, xin, wk, y, q0, q1, o0, tail, chunk);
   }
 }
@@ -584,6 +656,84 @@ void dw_flat(const Dims& d, const DwUnits& units, const float* xin, const float*
         else if (cv == 3) dw_flat_unit_cv<3>(d, xin, dy, dw, rb, t0, t1, kr, j, j_hi, o0, tail);
         else if (cv == 2) dw_flat_unit_cv<2>(d, xin, dy, dw, rb, t0, t1, kr, j, j_hi, o0, tail);
         else dw_flat_unit_cv<1>(d, xin, dy, dw, rb, t0, t1, kr, j, j_hi, o0, tail);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- weights, input channels in lanes
+// The weight gradient of a 3-wide kernel with at most 16 output channels and input channels in whole
+// vectors: the 16 input channels [c0, c0 + 16) of the three taps of kernel row kr in vector lanes,
+// NB output channels [o0, o0 + NB) broadcast from dy, so one broadcast serves three multiply-adds.
+// With the output channels in lanes (dw_flat_group) one vector of them needs a broadcast of x per
+// multiply-add, and the weight gradient of a 16 -> 16-channel layer ran at 51-65% of the FMA peak
+// (experiments/bench/RESULTS.md, sessions 9 and 10). Pixel loop, rows and accumulation into dw as in
+// dw_flat_group.
+template <int NB>
+inline void dw_lanes_group(const Dims& d, const float* xin, const float* dy, float* dw, const int64_t* row_base,
+                           int64_t r0, int64_t r1, int64_t kr, int64_t c0, int64_t o0) {
+  if (r0 >= r1) return;
+  v16 acc[3][NB];
+  _Pragma("GCC unroll 32")
+  for (int k = 0; k < 3; ++k)
+    _Pragma("GCC unroll 32")
+    for (int o = 0; o < NB; ++o) acc[k][o] = v16{};
+  const int64_t ci = d.ci, step = d.sw * ci, ow = d.ow;
+  const float* xo = xin + ((kr / d.kh) * d.h + kr % d.kh) * d.w * ci + c0;
+  const float* dyq = dy + r0 * ow * d.co + o0;
+  const float* xp = xo + row_base[r0];
+  int64_t r = r0, x = 0;
+  for (int64_t q = r0 * ow; q < r1 * ow; ++q, dyq += d.co) {
+    const v16 x0 = load(xp), x1 = load(xp + ci), x2 = load(xp + 2 * ci);
+    _Pragma("GCC unroll 32")
+    for (int o = 0; o < NB; ++o) {
+      const v16 b = splat(dyq[o]);
+      acc[0][o] += x0 * b;
+      acc[1][o] += x1 * b;
+      acc[2][o] += x2 * b;
+    }
+    xp += step;
+    if (++x == ow) {
+      x = 0;
+      if (++r < r1) xp = xo + row_base[r];
+    }
+  }
+  // acc[k][o] lane l is dw[kr, k, c0 + l, o0 + o].
+  float* out = dw + (kr * 3 * ci + c0) * d.co + o0;
+  for (int k = 0; k < 3; ++k) {
+    alignas(64) float lanes[NB][16];
+    _Pragma("GCC unroll 32")
+    for (int o = 0; o < NB; ++o) store(lanes[o], acc[k][o]);
+    for (int l = 0; l < 16; ++l)
+      for (int o = 0; o < NB; ++o) out[(k * ci + l) * d.co + o] += lanes[o][l];
+  }
+}
+
+// Whether the weight gradient of d (on a padded input) takes dw_lanes.
+inline bool dw_in_lanes(const Dims& d) { return d.kw == 3 && d.co <= 16 && d.ci % 16 == 0; }
+
+// Units of dw_lanes: (kernel row, 16 input channels, 8 output channels).
+inline int64_t dw_lanes_units(const Dims& d) { return d.kd * d.kh * (d.ci / 16) * ((d.co + 7) / 8); }
+
+// Units [u0, u1) over output rows [r0, r1), in row tiles as in dw_flat.
+void dw_lanes(const Dims& d, const float* xin, const float* dy, float* dw, const int64_t* rb, int64_t r0,
+              int64_t r1, int64_t u0, int64_t u1) {
+  const int64_t row_bytes = (d.w * d.ci + d.ow * d.co) * 4;
+  const int64_t tile = std::max<int64_t>(1, (512 << 10) / std::max<int64_t>(row_bytes, 1));
+  const int64_t ob = (d.co + 7) / 8, cb = d.ci / 16;
+  for (int64_t t0 = r0; t0 < r1; t0 += tile) {
+    const int64_t t1 = std::min(r1, t0 + tile);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t o0 = 8 * (u % ob), c0 = 16 * ((u / ob) % cb), kr = u / (ob * cb);
+      switch (std::min<int64_t>(8, d.co - o0)) {  // the exact count: a broadcast past co could read past dy
+        case 8: dw_lanes_group<8>(d, xin, dy, dw, rb, t0, t1, kr, c0, o0); break;
+        case 7: dw_lanes_group<7>(d, xin, dy, dw, rb, t0, t1, kr, c0, o0); break;
+        case 6: dw_lanes_group<6>(d, xin, dy, dw, rb, t0, t1, kr, c0, o0); break;
+        case 5: dw_lanes_group<5>(d, xin, dy, dw, rb, t0, t1, kr, c0, o0); break;
+        case 4: dw_lanes_group<4>(d, xin, dy, dw, rb, t0, t1, kr, c0, o0); break;
+        case 3: dw_lanes_group<3>(d, xin, dy, dw, rb, t0, t1, kr, c0, o0); break;
+        case 2: dw_lanes_group<2>(d, xin, dy, dw, rb, t0, t1, kr, c0, o0); break;
+        default: dw_lanes_group<1>(d, xin, dy, dw, rb, t0, t1, kr, c0, o0);
       }
     }
   }
@@ -799,16 +949,20 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   }
   const int64_t* rb = row_base.data();
   const DwUnits units = dw_units(dp);
+  const bool lanes = dw_in_lanes(dp);
+  const int64_t count = lanes ? dw_lanes_units(dp) : units.count;
+  auto run = [=](float* into, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+    if (lanes) dw_lanes(dp, xp, dyp, into, rb, r0, r1, u0, u1);
+    else dw_flat(dp, units, xp, dyp, into, rb, r0, r1, u0, u1);
+  };
   const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
   const int64_t data_bytes = (rows * dp.ow * dp.co + dp.n * dp.d * dp.h * dp.w * dp.ci) * 4;
-  if (size * 4 * 4 * threads > data_bytes && units.count >= 4 * threads) {
+  if (size * 4 * 4 * threads > data_bytes && count >= 4 * threads) {
     // A kernel that is large next to the data (deep layers): the units are cut among the parts,
     // each over all rows, each entry of dw written by one part (no partial sums to add).
     std::memset(out, 0, size * sizeof(float));
-    const int64_t parts = std::min<int64_t>(units.count, 16 * threads);
-    parallel_parts(pool, parts, [=](int64_t p) {
-      dw_flat(dp, units, xp, dyp, out, rb, 0, rows, units.count * p / parts, units.count * (p + 1) / parts);
-    });
+    const int64_t parts = std::min<int64_t>(count, 16 * threads);
+    parallel_parts(pool, parts, [=](int64_t p) { run(out, 0, rows, count * p / parts, count * (p + 1) / parts); });
   } else {
     // Else the rows are cut among the parts, each with a partial sum, added in part order so the
     // result does not depend on timing. Parts for load balance, but no more than one per thread for a
@@ -818,7 +972,7 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
     float* pp = partial.p.get();
     parallel_parts(pool, parts, [=](int64_t p) {
       std::memset(pp + p * size, 0, size * sizeof(float));
-      dw_flat(dp, units, xp, dyp, pp + p * size, rb, rows * p / parts, rows * (p + 1) / parts, 0, units.count);
+      run(pp + p * size, rows * p / parts, rows * (p + 1) / parts, 0, count);
     });
     std::memcpy(out, pp, size * sizeof(float));
     for (int64_t p = 1; p < parts; ++p)
