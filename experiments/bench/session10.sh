@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Session 10 (issue 19): layers with at most 16 output channels take the forward (and the input
+# gradient) in sliding strips and the weight gradient with input channels in lanes. Before = 3b18ec3
+# (session 9's last commit), checked out at $BEFORE (git worktree add /work/wt_before10 3b18ec3);
+# after = this tree. Each run starts in its own tree (python -m puts the working directory first on
+# sys.path). Runs alternate before/after so that both see the same machine state.
+# Parts: PARTK=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+PY=${PY:-.venv/bin/python}
+BEFORE=${BEFORE:-/work/wt_before10}
+OUT=experiments/bench/out
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}
+export XLA_FLAGS=${XLA_FLAGS:---xla_cpu_experimental_ynn_fusion_type=-individual_convolution}
+train() {  # $1 = label, $2 = tree, $3 = model, $4 = steps, $5 = batch, $6 = image size (- : the model's default)
+  echo "== $1 $3 $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
+  local size=(); [ "$6" != - ] && size=(--image-size "$6")
+  (cd "$2" && PYTHONPATH=$2 $ROOT/$PY -m jaxseg bench --what train --model "$3" --batch-size "$5" \
+    "${size[@]}" --steps "$4" --rounds 1 --json | tail -1)
+}
+layers() {  # $1 = label, $2 = tree, $3 = extra arguments of mb_conv3d.py
+  echo "== $1 layers $3 $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
+  (cd "$2" && PYTHONPATH=$2 $ROOT/$PY experiments/bench/micro/mb_conv3d.py --forms auto $3 | tail -9)
+}
+# One thread, outside XLA: the narrow forms against the general ones, in turn in one process.
+if [ "${PARTK:-1}" = 1 ]; then
+  g++ -O3 -march=native -std=c++17 -pthread -I"$($PY -c 'import jax; print(jax.ffi.include_dir())')" \
+    experiments/bench/micro/cc/narrow_forms.cc -o /tmp/narrow_forms_s10
+  for a in "16 16 32 64" "32 16 16 32" "16 16 16 32"; do taskset -c 0 /tmp/narrow_forms_s10 $a; done \
+    2>&1 | tee $OUT/narrow_forms_s10.txt
+fi
+# The issue-19 layers before and after in turn (one timed call a sample, and 5 back to back).
+if [ "${PART3D:-1}" = 1 ]; then {
+  for r in 1 2; do
+    layers before "$BEFORE" "--rounds 9"; layers after "$PWD" "--rounds 9"
+    layers before "$BEFORE" "--rounds 9 --calls 5"; layers after "$PWD" "--rounds 9 --calls 5"
+  done
+} 2>&1 | tee $OUT/mb_conv3d_before_after_s10.txt; fi
+# The 3-D step and its layers against PyTorch.
+if [ "${PARTSTEP:-1}" = 1 ]; then
+  $PY -m jaxseg bench --what train --model unet3d_small --peers --rounds 6 --steps 3 --json \
+    2>&1 | tee $OUT/peers_unet3d_small_s10.txt
+  $PY -m jaxseg bench --what conv --model unet3d_small --impls auto --peers 2>&1 | tee $OUT/conv_unet3d_small_s10.txt
+fi
+# The 2-D models' step (must not get slower) and the 3-D step, before and after in turn.
+if [ "${PARTBA:-1}" = 1 ]; then {
+  for r in 1 2 3; do
+    train before "$BEFORE" fcn 5 8 256; train after "$PWD" fcn 5 8 256
+    train before "$BEFORE" unet_small 3 8 256; train after "$PWD" unet_small 3 8 256
+    train before "$BEFORE" unet3d_small 5 2 -; train after "$PWD" unet3d_small 5 2 -
+  done
+} 2>&1 | tee $OUT/s10_before_after.txt; fi
