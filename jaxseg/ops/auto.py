@@ -12,9 +12,11 @@ On the CPU a conv takes one of these routes (`conv_route`, rules in `ConvPolicy`
   and few-row layers;
 - "xla": plain `lax.conv_general_dilated` and XLA's autodiff.
 
-A strided transposed conv takes the stride-phase form (`phase`: "phase_rows"
-when the kernel is no larger than the stride, else "phase", whose stride-1
-conv follows the rules above); others take "xla". On every other platform
+A strided transposed conv whose kernel equals its stride (the U-Net's
+up-convs) takes "cpu_direct" (`cpu.direct.conv_transpose_geo`: each stride
+phase's GEMM rows written in place); other strided ones the stride-phase form
+(`phase`: "phase_rows" when the kernel is no larger than the stride, else
+"phase", whose stride-1 conv follows the rules above); others take "xla". On every other platform
 (CUDA, ROCm, TPU) `auto` is XLA's convolution.
 
 The choice between platforms is made when lowering, not when tracing: each
@@ -47,7 +49,7 @@ from jaxseg.ops.sharding import match_varying, per_batch_shard
 from jaxseg.ops.xla import conv_lax, conv_transpose_lax
 
 CONV_ROUTES = ("winograd", "winograd3d", "cpu_direct", "gemm_grad", "xla")
-TRANSPOSE_ROUTES = ("phase_rows", "phase", "xla")
+TRANSPOSE_ROUTES = ("cpu_direct", "phase_rows", "phase", "xla")
 ROUTE_NOTES = {
     "winograd": "Winograd F(4x4,3x3) on the C++ kernels",
     "winograd3d": "Winograd F(2x2,3x3) in-plane, depth direct, on the C++ kernels",
@@ -111,11 +113,18 @@ def strided_dx_form(geo: ConvGeometry, dtype, policy: ConvPolicy, kernels: bool)
   return policy.strided_dx
 
 
-def conv_transpose_route(geo: ConvGeometry, *, platform: str = CPU, policy: ConvPolicy | None = None) -> str:
-  """The route (one of TRANSPOSE_ROUTES) of a transposed conv whose forward geometry is `geo`."""
+def conv_transpose_route(geo: ConvGeometry, *, dtype=jnp.float32, platform: str = CPU,
+                         policy: ConvPolicy | None = None, kernels: bool | None = None) -> str:
+  """The route (one of TRANSPOSE_ROUTES) of a transposed conv whose forward geometry is `geo`.
+
+  `kernels` says whether the C++ kernels can run (default: whether they are available here)."""
   policy = resolve(policy)
   if platform != CPU or not policy.transpose_phase or not _strided(geo) or any(d != 1 for d in geo.dilation):
     return "xla"
+  if kernels is None:
+    kernels = policy.cpu_kernels and build.available()
+  if kernels and policy.cpu_kernels and policy.transpose_direct and direct.transpose_supports(geo, dtype):
+    return "cpu_direct"
   if policy.transpose_rows and all(q == 1 for q in phase.taps_per_phase(geo)):
     return "phase_rows"
   return "phase"
@@ -179,9 +188,12 @@ def conv_transpose_auto(y, w, geo: ConvGeometry, policy: ConvPolicy | None = Non
   """`conv_transpose` with impl="auto": the stride-phase form on a CPU (its stride-1 conv on
   `conv_auto`), XLA's transposed conv elsewhere."""
   policy = resolve(policy)
-  route = conv_transpose_route(geo, policy=policy)
+  route = conv_transpose_route(geo, dtype=y.dtype, policy=policy)
   if route == "xla":
     return conv_transpose_lax(y, w, geo)
+  if route == "cpu_direct":
+    cpu_fn = lambda y, w: direct.conv_transpose_geo(y, w, geo)
+    return per_platform(cpu_fn, lambda y, w: conv_transpose_lax(y, w, geo))(*match_varying(y, w))
   inner = functools.partial(conv_auto, policy=policy)
   cpu_fn = lambda y, w: phase.conv_transpose_phase(y, w, geo, conv_fn=inner, rows=policy.transpose_rows)
   return per_platform(cpu_fn, lambda y, w: conv_transpose_lax(y, w, geo))(*match_varying(y, w))
@@ -193,7 +205,7 @@ def describe(kind: str, geo: ConvGeometry, *, dtype=jnp.float32, batch: int, pla
   form, the route of its stride-1 conv: e.g. "phase + gemm_grad"."""
   if kind == "conv":
     return conv_route(geo, dtype=dtype, batch=batch, platform=platform, policy=policy)
-  route = conv_transpose_route(geo, platform=platform, policy=policy)
+  route = conv_transpose_route(geo, dtype=dtype, platform=platform, policy=policy)
   if route != "phase":
     return route
   q = phase.taps_per_phase(geo)

@@ -63,6 +63,8 @@ class ConvPolicy:
       conv and a depth-to-space) instead of XLA's conv over the stride-dilated input.
     transpose_rows: kernel <= stride transposed convs (2x2/2) as one GEMM per row
       phase, without the depth-to-space transpose.
+    transpose_direct: kernel == stride transposed convs (the U-Net's up-convs) on the
+      C++ kernels, which write each phase's GEMM rows in place (else "phase_rows").
   """
   cpu_kernels: bool = True
   winograd: bool = True
@@ -83,6 +85,7 @@ class ConvPolicy:
   strided_dx: str = "kernel"
   transpose_phase: bool = True
   transpose_rows: bool = True
+  transpose_direct: bool = True
 
   def __post_init__(self):
     if self.strided_dx not in STRIDED_DX:

@@ -21,7 +21,7 @@ import pytest
 from jaxseg import losses, models, ops, reference
 from jaxseg.errors import ConfigError
 from jaxseg.ops import DEFAULT_POLICY, auto
-from jaxseg.ops._common import conv_geometry
+from jaxseg.ops._common import conv_geometry, conv_transpose_geometry
 from jaxseg.ops.cpu import build
 
 from test_fast_paths import numpy_input_grad, numpy_weight_grad
@@ -84,14 +84,21 @@ def test_auto_conv_matches_numpy(route, x_shape, w_shape, stride, padding):
 
 # route, y shape, w shape (*k, C_out, C_in), stride
 TRANSPOSE_CASES = [
-    ("phase_rows", (2, 5, 6, 8), (2, 2, 4, 8), 2),       # U-Net up-conv: GEMM rows
+    # kernel = stride (U-Net up-convs): the C++ kernel writes the phases in place
+    pytest.param("cpu_direct", (2, 5, 6, 8), (2, 2, 4, 8), 2, marks=needs_kernels),
+    pytest.param("cpu_direct", (1, 3, 4, 5, 32), (2, 2, 2, 13, 32), 2, marks=needs_kernels),  # 26 columns
+    pytest.param("cpu_direct", (2, 2, 3, 4, 16), (2, 2, 2, 40, 16), 2, marks=needs_kernels),  # 64 + 16
+    pytest.param("cpu_direct", (1, 3, 2, 20), (3, 3, 16, 20), 3, marks=needs_kernels),        # 3x3/3: 48
+    ("phase_rows", (2, 5, 6, 8), (2, 2, 4, 8), 3),       # kernel < stride: GEMM rows
     ("phase", (2, 4, 4, 2), (31, 31, 2, 2), 16),         # the lab FCN's upscore
     ("phase", (1, 4, 5, 3, 4), (3, 3, 3, 2, 4), 2),      # 3-D
     ("xla", (2, 6, 5, 3), (3, 3, 4, 3), 1),              # stride 1
 ]
 
 
-@pytest.mark.parametrize("route,y_shape,w_shape,stride", TRANSPOSE_CASES, ids=[c[0] for c in TRANSPOSE_CASES])
+@pytest.mark.parametrize("route,y_shape,w_shape,stride", TRANSPOSE_CASES,
+                         ids=[f"{c.values[0] if hasattr(c, 'values') else c[0]}-{i}"
+                              for i, c in enumerate(TRANSPOSE_CASES)])
 def test_auto_conv_transpose_matches_numpy(route, y_shape, w_shape, stride):
   assert ops.conv_transpose_route(y_shape, w_shape, stride=stride, platform="cpu").split(" + ")[0] == route
   y, w = _data(y_shape, w_shape, seed=3)
@@ -128,8 +135,19 @@ def test_routes_per_platform_and_policy():
   assert ops.conv_transpose_route((8, 16, 16, 2), (31, 31, 2, 2), stride=16, platform="cpu",
                                   policy=dataclasses.replace(DEFAULT_POLICY, transpose_phase=False)) == "xla"
   assert ops.conv_transpose_route((8, 16, 16, 32), (2, 2, 16, 32), stride=2, platform="cpu",
-                                  policy=dataclasses.replace(DEFAULT_POLICY, transpose_rows=False)
+                                  policy=dataclasses.replace(DEFAULT_POLICY, transpose_direct=False,
+                                                             transpose_rows=False)
                                   ).startswith("phase + ")
+  up = conv_transpose_geometry((8, 16, 16, 32), (2, 2, 16, 32), stride=2, padding="SAME", output_padding=None,
+                               dilation=1)
+  assert auto.conv_transpose_route(up, kernels=True) == "cpu_direct"
+  assert auto.conv_transpose_route(up, kernels=False) == "phase_rows"
+  assert auto.conv_transpose_route(up, kernels=True, policy=dataclasses.replace(
+      DEFAULT_POLICY, transpose_direct=False)) == "phase_rows"
+  # a kernel larger than the stride overlaps phases: not this kernel's case
+  big = conv_transpose_geometry((8, 16, 16, 32), (3, 3, 16, 32), stride=2, padding="SAME", output_padding=None,
+                                dilation=1)
+  assert auto.conv_transpose_route(big, kernels=True).startswith("phase")
   with pytest.raises(ConfigError):
     dataclasses.replace(DEFAULT_POLICY, strided_dx="fft")
 

@@ -984,6 +984,64 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 }
 
 
+// ---------------------------------------------------------------- transposed conv, kernel = stride
+// z[n, z*sd + a, i*sh + b, x*sw + c, o] = sum_k y[n, z, i, x, k] w[a, b, c, o, k]: a transposed conv
+// whose kernel equals its stride (the U-Net's 2x2(x2)/2 up-convs), so every output has one tap. For
+// each leading phase (a, b) it is a GEMM of y (pixels, C_y) with wk[a, b] (C_y, sw * C_z: the
+// columns (c, o), zero past sw * C_z up to co_pad), whose row for input pixel (z, i, x) is the
+// sw * C_z contiguous outputs (z*sd + a, i*sh + b, x*sw .. x*sw + sw - 1): fwd_flat_strip on a 1x1
+// "conv" with one output pointer per pixel writes the phases in place, with no interleaving copy.
+// Parts: (phase, pixel range, 64-column block).
+ffi::Error TransposeForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> y, ffi::Buffer<ffi::F32> wk,
+                            ffi::ResultBuffer<ffi::F32> z, int64_t sd, int64_t sh, int64_t sw, int64_t pd,
+                            int64_t ph, int64_t pw) {
+  auto yd = y.dimensions(), kd = wk.dimensions(), zd = z->dimensions();
+  const size_t r = yd.size();
+  if ((r != 4 && r != 5) || zd.size() != r || kd.size() != 3 || yd[0] != zd[0] || pd != 0 || ph != 0 ||
+      pw != 0 || (r == 4 && sd != 1))
+    return ffi::Error::InvalidArgument("jaxseg conv transpose: inconsistent shapes");
+  const size_t o = r - 4;
+  const int64_t n = yd[0], dd = o ? yd[1] : 1, hh = yd[1 + o], ww = yd[2 + o], cy = yd[3 + o], cz = zd[3 + o];
+  if ((o ? zd[1] : 1) != dd * sd || zd[1 + o] != hh * sh || zd[2 + o] != ww * sw || kd[0] != sd * sh ||
+      kd[1] != cy || kd[2] < sw * cz || kd[2] % 16 != 0)
+    return ffi::Error::InvalidArgument("jaxseg conv transpose: inconsistent shapes");
+  const int64_t co = sw * cz, co_pad = kd[2], pixels = n * dd * hh * ww, phases = sd * sh;
+  Dims d{1, 1, pixels, cy, 1, pixels, co, 1, 1, 1, 1, 0, 0};  // the GEMM as a 1x1 conv
+  const float* yp = y.typed_data();
+  const float* wp = wk.typed_data();
+  float* zp = z->typed_data();
+  const int64_t ranges = num_parts(std::max<int64_t>(1, pixels / 16), pool.num_threads()),
+                blocks = (co + 63) / 64;
+  parallel_parts(pool, phases * ranges * blocks, [=](int64_t part) {
+    const int64_t b = part % blocks, i = (part / blocks) % ranges, phase = part / (blocks * ranges);
+    const int64_t pa = phase / sh, pb = phase % sh;
+    const int64_t q0 = pixels * i / ranges, q1 = pixels * (i + 1) / ranges;
+    const int64_t o0 = 64 * b, rem = std::min<int64_t>(64, co - o0), tail = rem % 16;
+    const float* wph = wp + phase * cy * co_pad;
+    // The output row start of input pixel q = ((n * dd + iz) * hh + ih) * ww + ix.
+    auto out_of = [&](int64_t q) {
+      const int64_t ix = q % ww, t = q / ww, ih = t % hh, t2 = t / hh, iz = t2 % dd, in = t2 / dd;
+      return zp + (((in * dd * sd + iz * sd + pa) * hh * sh + ih * sh + pb) * ww * sw + ix * sw) * cz + o0;
+    };
+    const int64_t strip = rem > 48 ? 6 : rem > 32 ? 8 : 12;  // the register tiles of fwd_flat_block
+    const float* xs[12];
+    float* ys[12];
+    for (int64_t q = q0; q < q1; q += strip) {
+      const int64_t np = std::min<int64_t>(strip, q1 - q);
+      for (int64_t p = 0; p < np; ++p) {
+        xs[p] = yp + (q + p) * cy;
+        ys[p] = out_of(q + p);
+      }
+      if (rem > 48) fwd_flat_strip_n<4, 6>(np, d, co_pad, xs, ys, wph, o0, tail, 0, 1, false);
+      else if (rem > 32) fwd_flat_strip_n<3, 8>(np, d, co_pad, xs, ys, wph, o0, tail, 0, 1, false);
+      else if (rem > 16) fwd_flat_strip_n<2, 12>(np, d, co_pad, xs, ys, wph, o0, tail, 0, 1, false);
+      else fwd_flat_strip_n<1, 12>(np, d, co_pad, xs, ys, wph, o0, tail, 0, 1, false);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+
 // ---------------------------------------------------------------- Winograd F(4x4, 3x3)
 // A 3x3 stride-1 conv on 6x6 input tiles at stride 4 (Lavin & Gray 2016,
 // points 0, +-1, +-2, inf): y_tile = A^T [(G g G^T) . (B^T d B)] A, summed over
@@ -1501,6 +1559,7 @@ static auto ConvBinding() {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvForward, Forward, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvWeightGrad, WeightGrad, ConvBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvInputGrad, InputGrad, ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegConvTransposeForward, TransposeForward, ConvBinding());
 
 static auto MatmulBinding() {
   return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>();

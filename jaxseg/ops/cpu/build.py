@@ -32,6 +32,7 @@ SOURCE = Path(__file__).with_name("_cpu_conv.cc")
 # FFI target name -> exported handler symbol
 TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad": "JaxsegConvWeightGrad",
            "jaxseg_conv_input_grad": "JaxsegConvInputGrad",
+           "jaxseg_conv_transpose_forward": "JaxsegConvTransposeForward",
            "jaxseg_batched_matmul": "JaxsegBatchedMatmul", "jaxseg_batched_matmul_tn": "JaxsegBatchedMatmulTN",
            "jaxseg_winograd_transform": "JaxsegWinogradTransform",
            "jaxseg_winograd3d_kernel": "JaxsegWinograd3dKernel",

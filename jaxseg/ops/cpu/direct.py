@@ -10,6 +10,11 @@ mirrored; a strided conv's is one such stride-1 conv per stride phase
 gradient is one GEMM and an overlap-add (`phase.col2im_input_grad`): the
 kernel holds 16 output channels per vector and would fill few of them.
 
+A transposed conv whose kernel equals its stride (the U-Net's 2x2(x2)/2
+up-convs) has its own forward kernel, which writes each stride phase's GEMM
+rows in place (`conv_transpose_geo`); its gradients are the strided forward
+and weight-gradient kernels.
+
 Which layers run here is `jaxseg.ops.auto`'s rule (`ConvPolicy`); `conv` is
 the direct entry point for tests and benchmarks.
 """
@@ -25,7 +30,7 @@ import numpy as np
 
 from jaxseg.errors import ConfigError
 from jaxseg.ops import phase
-from jaxseg.ops._common import ConvGeometry, conv_geometry
+from jaxseg.ops._common import ConvGeometry, conv_geometry, prod
 from jaxseg.ops.cpu import build
 from jaxseg.ops.sharding import match_varying, vary_like
 
@@ -136,6 +141,55 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def conv_geo(x, w, geo: ConvGeometry, *, min_dx_channels: int = MIN_DX_CHANNELS):
   """The conv of a `supports`-ed geometry on the kernels, differentiable (see the module doc)."""
   return _conv(*match_varying(x, w), geo, min_dx_channels)
+
+
+def transpose_supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
+  """Whether `conv_transpose_geo` computes the transposed conv of `geo` (its forward geometry): a
+  kernel equal to the stride in every dim (each output has one tap), no pads, an input of exactly
+  stride x the output."""
+  return (supports(geo, dtype) and tuple(geo.kernel) == tuple(geo.stride)
+          and all(p == (0, 0) for p in geo.pads)
+          and all(i == o * s for i, o, s in zip(geo.in_shape, geo.out_shape, geo.stride)))
+
+
+def transpose_forward(y, w, geo: ConvGeometry):
+  """z = conv_transpose(y, w) for a `transpose_supports` geometry, by the transposed-conv kernel:
+  (N, *geo.out_shape, C_y) -> (N, *geo.in_shape, C_z), w (*k, C_z, C_y).
+
+  The kernel takes w as one (C_y, k_last * C_z) matrix per leading phase, columns (c, o) padded to
+  whole vectors: the outputs of one input pixel and phase are k_last * C_z contiguous floats.
+  """
+  build.require()
+  nd, cz, cy = geo.nd, geo.cin, geo.cout
+  wk = jnp.moveaxis(w, -1, nd - 1)                                 # (*k[:-1], C_y, k_last, C_z)
+  wk = pad_columns(wk.reshape(prod(geo.kernel[:-1]), cy, geo.kernel[-1] * cz))
+  out = jax.ShapeDtypeStruct((y.shape[0], *geo.in_shape, cz), y.dtype)
+  z = jax.ffi.ffi_call("jaxseg_conv_transpose_forward", out, vmap_method="sequential")(y, wk, **_attrs(geo))
+  return vary_like(z, y)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_transpose(y, w, geo):
+  return transpose_forward(y, w, geo)
+
+
+def _conv_transpose_fwd(y, w, geo):
+  return transpose_forward(y, w, geo), (y, w)
+
+
+def _conv_transpose_bwd(geo, res, g):
+  # z = W^T y for the conv W of `geo`: dy = W g (the strided forward kernel), and dw is the forward
+  # conv's weight gradient with g as its input and y as its cotangent.
+  y, w = res
+  return vary_like(forward(g, w, geo), y), vary_like(weight_grad(g, y, geo), w)
+
+
+_conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+def conv_transpose_geo(y, w, geo: ConvGeometry):
+  """The transposed conv of a `transpose_supports` forward geometry on the kernels, differentiable."""
+  return _conv_transpose(*match_varying(y, w), geo)
 
 
 def conv(x, w, *, stride=1, padding="SAME", min_dx_channels: int = MIN_DX_CHANNELS):
