@@ -4,12 +4,15 @@
 # (session 9's last commit), checked out at $BEFORE (git worktree add /work/wt_before10 3b18ec3);
 # after = this tree. Each run starts in its own tree (python -m puts the working directory first on
 # sys.path). Runs alternate before/after so that both see the same machine state.
-# Parts: PARTK=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one.
+# Also: the instance norm's closed-form gradient, and the up-convs on a C++ kernel (route cpu_direct).
+# Parts: PARTK=0 / PARTIN=0 / PARTUP=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one; PARTINAB=1 runs the
+# instance-norm A/B (it ran at 69b10da, after = that tree, before = 275cc82 at $MID).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 PY=${PY:-.venv/bin/python}
 BEFORE=${BEFORE:-/work/wt_before10}
+MID=${MID:-/work/wt_mid10}
 OUT=experiments/bench/out
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}
 export XLA_FLAGS=${XLA_FLAGS:---xla_cpu_experimental_ynn_fusion_type=-individual_convolution}
@@ -29,6 +32,19 @@ if [ "${PARTK:-1}" = 1 ]; then
     experiments/bench/micro/cc/narrow_forms.cc -o /tmp/narrow_forms_s10
   for a in "16 16 32 64" "32 16 16 32" "16 16 16 32"; do taskset -c 0 /tmp/narrow_forms_s10 $a; done \
     2>&1 | tee $OUT/narrow_forms_s10.txt
+fi
+# The instance norm + leaky ReLU: JAX's derivative against the closed form, in turn in one process.
+if [ "${PARTIN:-1}" = 1 ]; then
+  $PY experiments/bench/micro/mb_instance_norm.py 2>&1 | tee $OUT/mb_instance_norm_s10.txt
+fi
+# The unet3d_small step with the closed form (after) and JAX's derivative (before, 275cc82), in turn.
+if [ "${PARTINAB:-0}" = 1 ]; then {
+  for r in 1 2 3; do train before "$MID" unet3d_small 5 2 -; train after "$PWD" unet3d_small 5 2 -; done
+} 2>&1 | tee $OUT/s10_instance_norm_ab.txt; fi
+# The up-convs: cpu_direct against phase_rows and PyTorch, in turn in one process.
+if [ "${PARTUP:-1}" = 1 ]; then
+  { $PY experiments/bench/micro/mb_upconv.py --rounds 9; $PY experiments/bench/micro/mb_upconv.py --rounds 9 --calls 5; } \
+    2>&1 | tee $OUT/mb_upconv_s10.txt
 fi
 # The issue-19 layers before and after in turn (one timed call a sample, and 5 back to back).
 if [ "${PART3D:-1}" = 1 ]; then {
