@@ -5,7 +5,7 @@
 # after = this tree. Each run starts in its own tree (python -m puts the working directory first on
 # sys.path). Runs alternate before/after so that both see the same machine state.
 # Also: the instance norm's closed-form gradient, and the up-convs on a C++ kernel (route cpu_direct).
-# Parts: PARTK=0 / PARTIN=0 / PARTUP=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one; PARTINAB=1 runs the
+# Parts: PARTK=0 / PARTIN=0 / PARTUP=0 / PARTSV=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one; PARTINAB=1 runs the
 # instance-norm A/B (it ran at 69b10da, after = that tree, before = 275cc82 at $MID).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,6 +46,13 @@ if [ "${PARTUP:-1}" = 1 ]; then
   { $PY experiments/bench/micro/mb_upconv.py --rounds 9; $PY experiments/bench/micro/mb_upconv.py --rounds 9 --calls 5; } \
     2>&1 | tee $OUT/mb_upconv_s10.txt
 fi
+# The whole step with the up-convs on the C++ kernel (base) and as XLA GEMM rows, in turn in one process.
+if [ "${PARTSV:-1}" = 1 ]; then {
+  $PY experiments/bench/step_variants.py --model unet3d_small --batch-size 2 --steps 3 --rounds 5 \
+    --variants base,upconv_rows
+  $PY experiments/bench/step_variants.py --model unet_small --batch-size 8 --image-size 256 --steps 3 \
+    --rounds 5 --variants base,upconv_rows
+} 2>&1 | tee $OUT/step_variants_upconv_s10.txt; fi
 # The issue-19 layers before and after in turn (one timed call a sample, and 5 back to back).
 if [ "${PART3D:-1}" = 1 ]; then {
   for r in 1 2; do

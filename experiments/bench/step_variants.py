@@ -23,7 +23,9 @@ patched. The variants:
 - stride1_gemm_dw: stride-1 convs with few output rows take GEMM dW whatever their patch size;
 - stride1_xla_dw: every stride-1 conv takes XLA's weight gradient;
 - transpose_xla: strided transposed convs as XLA's conv over the stride-dilated input (no phases);
-- upconv_d2s: kernel == stride transposed convs (2x2/2) as one conv + depth-to-space, not GEMM rows.
+- upconv_rows: kernel == stride transposed convs (2x2/2) as one XLA GEMM per row phase, stacked
+  (before session 10), not the C++ kernel that writes the phases in place;
+- upconv_d2s: the same as one conv + depth-to-space.
 
 Variants tried in earlier sessions that are no longer expressible (dropout PRNGs, ELU forms, pooling
 forms, CE forms) and their figures are in experiments/bench/RESULTS.md.
@@ -60,7 +62,8 @@ def variant(name):
       "stride1_gemm_dw": ("auto", policy(gemm_stride1_small_only=False), "product"),
       "stride1_xla_dw": ("auto", policy(gemm_max_rows_stride1=0), "product"),
       "transpose_xla": ("auto", policy(transpose_phase=False), "product"),
-      "upconv_d2s": ("auto", policy(transpose_rows=False), "product"),
+      "upconv_rows": ("auto", policy(transpose_direct=False), "product"),
+      "upconv_d2s": ("auto", policy(transpose_direct=False, transpose_rows=False), "product"),
   }
   if name in fixed:
     return fixed[name]
