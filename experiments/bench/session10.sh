@@ -48,7 +48,7 @@ if [ "${PARTUP:-1}" = 1 ]; then
 fi
 # The whole step with the up-convs on the C++ kernel (base) and as XLA GEMM rows, in turn in one process.
 if [ "${PARTSV:-1}" = 1 ]; then {
-  $PY experiments/bench/step_variants.py --model unet3d_small --batch-size 2 --steps 3 --rounds 5 \
+  $PY experiments/bench/step_variants.py --model unet3d_small --batch-size 2 --patch-size 32,64,64 --steps 3 --rounds 5 \
     --variants base,upconv_rows
   $PY experiments/bench/step_variants.py --model unet_small --batch-size 8 --image-size 256 --steps 3 \
     --rounds 5 --variants base,upconv_rows
