@@ -5,8 +5,9 @@
 # after = this tree. Each run starts in its own tree (python -m puts the working directory first on
 # sys.path). Runs alternate before/after so that both see the same machine state.
 # Also: the instance norm's closed-form gradient, and the up-convs on a C++ kernel (route cpu_direct).
-# Parts: PARTK=0 / PARTIN=0 / PARTUP=0 / PARTSV=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one; PARTINAB=1 runs the
-# instance-norm A/B (it ran at 69b10da, after = that tree, before = 275cc82 at $MID).
+# Parts: PARTK=0 / PARTIN=0 / PARTUP=0 / PARTSV=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one.
+# Off unless set to 1: PARTINAB, the instance-norm A/B (it ran at 69b10da: after = that tree, before =
+# 275cc82 at $MID, git worktree add /work/wt_mid10 275cc82); PARTBA2, four more unet_small pairs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -74,3 +75,7 @@ if [ "${PARTBA:-1}" = 1 ]; then {
     train before "$BEFORE" unet3d_small 5 2 -; train after "$PWD" unet3d_small 5 2 -
   done
 } 2>&1 | tee $OUT/s10_before_after.txt; fi
+# Four more unet_small pairs (PARTBA's unet_small pairs were 1.10, 0.91, 1.03).
+if [ "${PARTBA2:-0}" = 1 ]; then {
+  for r in 1 2 3 4; do train before "$BEFORE" unet_small 3 8 256; train after "$PWD" unet_small 3 8 256; done
+} 2>&1 | tee $OUT/s10_before_after_unet_small.txt; fi
