@@ -31,6 +31,12 @@
 // gradient is cut among threads by rows (partial sums) when its kernel is
 // small next to the data, else by kernel entries (no partial sums).
 //
+// Layers with at most 16 output channels take other register tiles (one vector of output channels
+// would need a broadcast per multiply-add): the forward in strips of one row where a broadcast input
+// value feeds the three kernel columns, the weight gradient with input channels in the lanes.
+// Transposed convs whose kernel equals the stride (up-convs) have a forward of their own that
+// writes each stride phase's rows in place.
+//
 // Also here: the tile transforms of Winograd F(4x4, 3x3) and batched matrix
 // products (the forward and weight-gradient kernels as 1x1 convs), which
 // jaxseg/ops/winograd.py combines into 3x3 (and space-to-depth 5x5/2) convs.
@@ -398,8 +404,8 @@ void fwd_flat_block(const Dims& d, int64_t co_pad, const float* xin, const float
 // pixels of one row, x0 the first one's input corner, y0 its output (at channel o0). Input pixel q
 // of the strip feeds output pixels q, q - 1 and q - 2 through kernel columns 0, 1 and 2, so one
 // broadcast of x[q, c] serves three multiply-adds; a strip of independent pixels (fwd_flat_strip)
-// needs a broadcast per multiply-add when there is one vector of output channels, and ran at 63-75%
-// of the FMA peak on a 16 -> 16-channel layer (experiments/bench/RESULTS.md, session 10).
+// needs a broadcast per multiply-add when there is one vector of output channels, and ran at 65-82%
+// of the FMA peak on 16-output-channel layers (experiments/bench/RESULTS.md, session 10).
 template <int P>
 inline void fwd_slide_strip(const Dims& d, int64_t co_pad, const float* x0, float* y0, const float* wk,
                             int64_t o0, int64_t tail, int64_t k0, int64_t k1, bool add) {
@@ -666,7 +672,7 @@ void dw_flat(const Dims& d, const DwUnits& units, const float* xin, const float*
 // vectors: the 16 input channels [c0, c0 + 16) of the three taps of kernel row kr in vector lanes,
 // NB output channels [o0, o0 + NB) broadcast from dy, so one broadcast serves three multiply-adds.
 // With the output channels in lanes (dw_flat_group) one vector of them needs a broadcast of x per
-// multiply-add, and the weight gradient of a 16 -> 16-channel layer ran at 51-65% of the FMA peak
+// multiply-add, and the weight gradient of 16-output-channel layers ran at 40-70% of the FMA peak
 // (experiments/bench/RESULTS.md, sessions 9 and 10). Pixel loop, rows and accumulation into dw as in
 // dw_flat_group.
 template <int NB>
