@@ -60,6 +60,23 @@ def torch_fn(x, w, g):
   return step
 
 
+def interleaved_medians(steps: dict, rounds: int, calls: int) -> dict:
+  """Median ms of each step() over `rounds` rounds, each round one sample of every step in turn;
+  a sample is the mean of `calls` calls, after a 20 ms pause and an untimed call."""
+  for s in steps.values():
+    s()
+  times = {k: [] for k in steps}
+  for _ in range(rounds):
+    for k, s in steps.items():
+      time.sleep(0.02)   # PyTorch's OpenMP threads spin for some ms after a call (GOMP_SPINCOUNT)
+      s()                # untimed: wakes this form's threads
+      t0 = time.perf_counter()
+      for _ in range(calls):
+        s()
+      times[k].append((time.perf_counter() - t0) / calls)
+  return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--rounds", type=int, default=5)
@@ -102,18 +119,7 @@ def main(argv=None):
     steps = {f: (lambda fn=fn: jax.block_until_ready(fn(xj, wj, gj))) for f, fn in fns.items()}
     if torch:
       steps["torch"] = torch_fn(x, w, g)
-    for s in steps.values():
-      s()
-    times = {k: [] for k in steps}
-    for _ in range(args.rounds):
-      for k, s in steps.items():
-        time.sleep(0.02)   # PyTorch's OpenMP threads spin for some ms after a call (GOMP_SPINCOUNT)
-        s()                # untimed: wakes this form's threads
-        t0 = time.perf_counter()
-        for _ in range(args.calls):
-          s()
-        times[k].append((time.perf_counter() - t0) / args.calls)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    med = interleaved_medians(steps, args.rounds, args.calls)
     for k, v in med.items():
       totals[k] += v
     row = f"| {d},{h},{w_},{ci},{co} | {route} | " + " | ".join(f"{med[f]:.1f}" for f in forms)

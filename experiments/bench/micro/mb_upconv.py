@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
 
 import jax
 import numpy as np
+
+from mb_conv3d import interleaved_medians
 
 # y shape (N, *spatial, C_in), C_out: unet3d_small's up-convs at batch 2 (32x64x64 patch) and
 # unet_small's at batch 8 (256x256)
@@ -90,18 +90,7 @@ def main(argv=None):
     steps = {k: (lambda fn=fn: jax.block_until_ready(fn(yj, wj, gj))) for k, fn in fns.items()}
     if torch:
       steps["torch"] = torch_fn(y, w, g, nd)
-    for s in steps.values():
-      s()
-    times = {k: [] for k in steps}
-    for _ in range(args.rounds):
-      for k, s in steps.items():
-        time.sleep(0.02)
-        s()
-        t0 = time.perf_counter()
-        for _ in range(args.calls):
-          s()
-        times[k].append((time.perf_counter() - t0) / args.calls)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    med = interleaved_medians(steps, args.rounds, args.calls)
     for k, v in med.items():
       totals[k] += v
     row = f"| {'x'.join(map(str, y_shape))} | {cout} | " + " | ".join(f"{med[k]:.2f}" for k in policies)

@@ -5,22 +5,12 @@
 //       experiments/bench/micro/cc/kernel_times.cc -o /tmp/kernel_times
 //   taskset -c 0 /tmp/kernel_times 128 128 4 8      # C_in C_out depth height(=width), batch 2
 //
-// Includes the kernels' source, so it times what the tree holds. Buffers are 64-byte aligned, as
-// XLA's are (a 16-byte-aligned kernel made every vector load straddle two lines).
-#include "../../../../jaxseg/ops/cpu/_cpu_conv.cc"
-
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
+// Includes the kernels' source through harness.h, so it times what the tree holds.
+#include "harness.h"
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-float* zeros(int64_t n) {
-  float* p = static_cast<float*>(aligned_alloc(64, ((n * 4 + 63) / 64) * 64));
-  std::memset(p, 0, n * 4);
-  return p;
-}
+using harness::now;
+using harness::zeros;
 
 // NA independent chains of FMAs: the core's FMA rate (NA >= 8 hides the latency).
 template <int NA>
@@ -72,7 +62,9 @@ int main(int argc, char** argv) {
     t0 = now();
     for (int k = 0; k < reps; ++k) {
       std::memset(dw, 0, 27 * ci * co * 4);
-      dw_flat(p, units, xp, y, dw, rb.data(), 0, d.rows(), 0, units.count);
+      // the form WeightGrad takes: input channels in lanes for narrow layers, else the general tiles
+      if (dw_in_lanes(p)) dw_lanes(p, xp, y, dw, rb.data(), 0, d.rows(), 0, dw_lanes_units(p));
+      else dw_flat(p, units, xp, y, dw, rb.data(), 0, d.rows(), 0, units.count);
     }
     const double tw = (now() - t0) / reps;
     std::printf("%ldx%ldx%ld %ld->%ld: forward %.3f ms (%.0f GFLOP/s), weight gradient %.3f ms (%.0f GFLOP/s)\n",

@@ -7,21 +7,13 @@
 //   g++ -O3 -march=native -std=c++17 -pthread -I$(.venv/bin/python -c "import jax; print(jax.ffi.include_dir())") \
 //       experiments/bench/micro/cc/narrow_forms.cc -o /tmp/narrow_forms
 //   taskset -c 0 /tmp/narrow_forms 16 16 32 64      # C_in C_out depth height(=width), batch 2
-#include "../../../../jaxseg/ops/cpu/_cpu_conv.cc"
+#include "harness.h"
 
-#include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-float* zeros(int64_t n) {
-  float* p = static_cast<float*>(aligned_alloc(64, ((n * 4 + 63) / 64) * 64));
-  std::memset(p, 0, n * 4);
-  return p;
-}
+using harness::now;
+using harness::zeros;
 
 double max_diff(const float* a, const float* b, int64_t n) {
   double e = 0;
