@@ -7,7 +7,8 @@
 # Also: the instance norm's closed-form gradient, and the up-convs on a C++ kernel (route cpu_direct).
 # Parts: PARTK=0 / PARTIN=0 / PARTUP=0 / PARTSV=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one.
 # Off unless set to 1: PARTINAB, the instance-norm A/B (it ran at 69b10da: after = that tree, before =
-# 275cc82 at $MID, git worktree add /work/wt_mid10 275cc82); PARTBA2, four more unet_small pairs.
+# 275cc82 at $MID, git worktree add /work/wt_mid10 275cc82); PARTBA2, four more unet_small pairs; PARTC,
+# one layer's kernel calls alone and together.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -79,3 +80,7 @@ if [ "${PARTBA:-1}" = 1 ]; then {
 if [ "${PARTBA2:-0}" = 1 ]; then {
   for r in 1 2 3 4; do train before "$BEFORE" unet_small 3 8 256; train after "$PWD" unet_small 3 8 256; done
 } 2>&1 | tee $OUT/s10_before_after_unet_small.txt; fi
+# One layer's kernel calls alone and together (is the layer's time its kernels' time?).
+if [ "${PARTC:-0}" = 1 ]; then {
+  for L in 8,16,16,32,64 8,16,16,64,64 32,64,64,16,16; do $PY experiments/bench/micro/mb_layer_calls.py $L; done
+} 2>&1 | tee $OUT/mb_layer_calls_s10.txt; fi
