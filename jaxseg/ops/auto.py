@@ -16,8 +16,8 @@ A strided transposed conv whose kernel equals its stride (the U-Net's
 up-convs) takes "cpu_direct" (`cpu.direct.conv_transpose_geo`: each stride
 phase's GEMM rows written in place); other strided ones the stride-phase form
 (`phase`: "phase_rows" when the kernel is no larger than the stride, else
-"phase", whose stride-1 conv follows the rules above); others take "xla". On every other platform
-(CUDA, ROCm, TPU) `auto` is XLA's convolution.
+"phase", whose stride-1 conv follows the rules above); others take "xla". On
+every other platform (CUDA, ROCm, TPU) `auto` is XLA's convolution.
 
 The choice between platforms is made when lowering, not when tracing: each
 non-XLA route is a custom VJP whose forward and backward rules are each a
@@ -185,8 +185,9 @@ def conv_auto(x, w, geo: ConvGeometry, policy: ConvPolicy | None = None):
 
 
 def conv_transpose_auto(y, w, geo: ConvGeometry, policy: ConvPolicy | None = None):
-  """`conv_transpose` with impl="auto": the stride-phase form on a CPU (its stride-1 conv on
-  `conv_auto`), XLA's transposed conv elsewhere."""
+  """`conv_transpose` with impl="auto": on a CPU the route of `conv_transpose_route` (the C++
+  kernel for kernel == stride, else the stride-phase form with its stride-1 conv on `conv_auto`),
+  XLA's transposed conv elsewhere."""
   policy = resolve(policy)
   route = conv_transpose_route(geo, dtype=y.dtype, policy=policy)
   if route == "xla":

@@ -241,3 +241,37 @@ def test_input_gradient_kernel_rejects_mismatched_channels():
   dgeo = geo._replace(pads=((1, 1), (1, 1)), cin=16, cout=4)
   with pytest.raises(Exception, match="inconsistent shapes"):
     jax.block_until_ready(direct.flipped_forward(jnp.zeros((1, 8, 8, 8)), jnp.zeros((3, 3, 4, 16)), dgeo))
+
+
+def test_transposed_conv_kernel_rejects_inconsistent_shapes():
+  # An output that is not stride x the input, or a kernel matrix of the wrong size, is an error,
+  # not a write past the end of the output.
+  call = lambda y, wk, z_shape: jax.block_until_ready(jax.ffi.ffi_call(
+      "jaxseg_conv_transpose_forward", jax.ShapeDtypeStruct(z_shape, jnp.float32))(
+          y, wk, sd=np.int64(1), sh=np.int64(2), sw=np.int64(2), pd=np.int64(0), ph=np.int64(0), pw=np.int64(0)))
+  y = jnp.ones((1, 3, 4, 8))
+  call(y, jnp.ones((2, 8, 16)), (1, 6, 8, 5))                     # consistent: runs
+  with pytest.raises(Exception, match="inconsistent shapes"):
+    call(y, jnp.ones((2, 8, 16)), (1, 7, 8, 5))                   # not 2 x the input's height
+  with pytest.raises(Exception, match="inconsistent shapes"):
+    call(y, jnp.ones((2, 8, 16)), (1, 6, 8, 9))                   # 2 x 9 columns > the kernel's 16
+  with pytest.raises(Exception, match="inconsistent shapes"):
+    call(y, jnp.ones((4, 8, 16)), (1, 6, 8, 5))                   # 4 phase matrices for 2 phases
+
+
+def test_transposed_conv_kernel_matches_numpy_and_is_not_the_phase_form():
+  # The up-conv route's own kernel against NumPy, with odd sizes, two 64-column blocks (2 x 40 = 80
+  # columns: 64 + 16) and a batch of 3, gradients included; and the route is the kernel's.
+  y_shape, w_shape = (3, 3, 5, 7, 24), (2, 2, 2, 40, 24)
+  y, w = _data(y_shape, w_shape, seed=5)
+  geo = conv_geometry((3, 6, 10, 14, 40), w_shape, stride=2, padding="VALID", dilation=1, groups=1)
+  assert direct.transpose_supports(geo)
+  assert auto.conv_transpose_route(geo, kernels=True) == "cpu_direct"
+  z, vjp = jax.vjp(lambda y, w: direct.conv_transpose_geo(y, w, geo), y, w)
+  np.testing.assert_allclose(z, reference.conv_transpose(y.astype(np.float64), w.astype(np.float64), stride=2,
+                                                        padding="VALID"), **TOL)
+  g = np.random.default_rng(6).standard_normal(z.shape).astype(np.float32)
+  dy, dw = jax.jit(vjp)(g)
+  np.testing.assert_allclose(dy, reference.conv(g.astype(np.float64), w.astype(np.float64), stride=2,
+                                                padding="VALID"), **TOL)
+  np.testing.assert_allclose(dw, numpy_weight_grad(g, y, w_shape, stride=2, padding="VALID", dilation=1), **TOL)
