@@ -8,7 +8,7 @@
 # Parts: PARTK=0 / PARTIN=0 / PARTUP=0 / PARTSV=0 / PART3D=0 / PARTSTEP=0 / PARTBA=0 skip one.
 # Off unless set to 1: PARTINAB, the instance-norm A/B (it ran at 69b10da: after = that tree, before =
 # 275cc82 at $MID, git worktree add /work/wt_mid10 275cc82); PARTBA2, four more unet_small pairs; PARTC,
-# one layer's kernel calls alone and together.
+# one layer's kernel calls alone and together; PARTF, the issue-19 layers at the final tree.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -84,3 +84,7 @@ if [ "${PARTBA2:-0}" = 1 ]; then {
 if [ "${PARTC:-0}" = 1 ]; then {
   for L in 8,16,16,32,64 8,16,16,64,64 32,64,64,16,16; do $PY experiments/bench/micro/mb_layer_calls.py $L; done
 } 2>&1 | tee $OUT/mb_layer_calls_s10.txt; fi
+# The issue-19 layers at the final tree, 21 rounds of the mean of 5 calls.
+if [ "${PARTF:-0}" = 1 ]; then
+  $PY experiments/bench/micro/mb_conv3d.py --rounds 21 --calls 5 --forms auto 2>&1 | tee $OUT/mb_conv3d_calls5_s10_final.txt
+fi
