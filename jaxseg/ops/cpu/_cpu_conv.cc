@@ -490,6 +490,13 @@ void fwd_flat(const Dims& d, int64_t co_pad, const float* xin, const float* wk, 
 }
 
 // ---------------------------------------------------------------- weights
+// Output rows per tile of the weight gradient: their input and cotangent rows fill about half of L2,
+// so every tap group and channel block passes over a tile from cache.
+inline int64_t dw_row_tile(const Dims& d) {
+  const int64_t row_bytes = (d.w * d.ci + d.ow * d.co) * 4;
+  return std::max<int64_t>(1, (512 << 10) / std::max<int64_t>(row_bytes, 1));
+}
+
 // Taps j in [j0, j0 + G) of kernel row kr = (kz, kh), output channels [o0, o0 + 16 * CV)
 // (the last vector `tail` < 16 channels if tail > 0), summed over output rows
 // [r0, r1): added into dw (kd, kh, kw, ci, co).
@@ -556,8 +563,7 @@ inline void dw_taps(const Dims& d, const float* xin, const float* dy, float* dw,
 // block passes over them from cache with a long inner loop (the accumulators'
 // round trip to dw, in L3 for a large kernel, happens once per tile).
 void dw_rows(const Dims& d, const float* xin, const float* dy, float* dw, int64_t r0, int64_t r1) {
-  const int64_t row_bytes = (d.w * d.ci + d.ow * d.co) * 4;
-  const int64_t tile = std::max<int64_t>(1, (512 << 10) / std::max<int64_t>(row_bytes, 1));
+  const int64_t tile = dw_row_tile(d);
   for (int64_t kr = 0; kr < d.kd * d.kh; ++kr) {
     for (int64_t t0 = r0; t0 < r1; t0 += tile) {
       const int64_t t1 = std::min(r1, t0 + tile);
@@ -645,8 +651,7 @@ inline void dw_flat_unit_cv(const Dims& d, const float* xin, const float* dy, fl
 // half of L2 (every unit passes over a tile from cache).
 void dw_flat(const Dims& d, const DwUnits& units, const float* xin, const float* dy, float* dw,
              const int64_t* rb, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
-  const int64_t row_bytes = (d.w * d.ci + d.ow * d.co) * 4;
-  const int64_t tile = std::max<int64_t>(1, (512 << 10) / std::max<int64_t>(row_bytes, 1));
+  const int64_t tile = dw_row_tile(d);
   for (int64_t t0 = r0; t0 < r1; t0 += tile) {
     const int64_t t1 = std::min(r1, t0 + tile);
     for (int64_t u = u0; u < u1; ++u) {
@@ -724,8 +729,7 @@ inline int64_t dw_lanes_units(const Dims& d) { return d.kd * d.kh * (d.ci / 16) 
 // Units [u0, u1) over output rows [r0, r1), in row tiles as in dw_flat.
 void dw_lanes(const Dims& d, const float* xin, const float* dy, float* dw, const int64_t* rb, int64_t r0,
               int64_t r1, int64_t u0, int64_t u1) {
-  const int64_t row_bytes = (d.w * d.ci + d.ow * d.co) * 4;
-  const int64_t tile = std::max<int64_t>(1, (512 << 10) / std::max<int64_t>(row_bytes, 1));
+  const int64_t tile = dw_row_tile(d);
   const int64_t ob = (d.co + 7) / 8, cb = d.ci / 16;
   for (int64_t t0 = r0; t0 < r1; t0 += tile) {
     const int64_t t1 = std::min(r1, t0 + tile);
@@ -1408,41 +1412,45 @@ inline T* pixel3(const Tiles3& t, T* x, int64_t plane, int64_t row, int64_t col,
   return x + ((plane * t.h + row) * t.w + col) * t.c + c0;
 }
 
+// f(pl, ti, tj, tile, c0, cn) for every tile (tile = ti * tw + tj, within its plane) of the planes
+// [p0, p1) and every block of cn <= 16 channels from c0, in order: each_tile_block for volumes.
+template <typename F>
+inline void each_plane_tile_block(const Tiles3& t, int64_t p0, int64_t p1, F f) {
+  for (int64_t pl = p0; pl < p1; ++pl)
+    for (int64_t tile = 0; tile < t.th * t.tw; ++tile)
+      for (int64_t c0 = 0; c0 < t.c; c0 += 16)
+        f(pl, tile / t.tw, tile % t.tw, tile, c0, std::min<int64_t>(16, t.c - c0));
+}
+
 // Input planes [p0, p1) (p = n * d + iz): B^T d B of their tiles into v (16, tiles, 3c) at column
 // block kz for the output planes z = iz + 1 - kz; the zero blocks of planes outside the volume too.
 void wino3_input_planes(const Tiles3& t, const float* x, float* v, int64_t p0, int64_t p1) {
   const int64_t cols = 3 * t.c, per = t.th * t.tw, rows = t.tiles();
-  for (int64_t pl = p0; pl < p1; ++pl) {
+  each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
     const int64_t n = pl / t.d, iz = pl % t.d;
-    for (int64_t tile = 0; tile < per; ++tile) {
-      const int64_t ti = tile / t.tw, tj = tile % t.tw;
-      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
-        const int64_t cn = std::min<int64_t>(16, t.c - c0);
-        v16 dd[16], s[16];
-        for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b) {
-            const float* p = pixel3(t, x, pl, 2 * ti + a - 1, 2 * tj + b - 1, c0);
-            dd[a * 4 + b] = p ? load_c(p, cn) : v16{};
-          }
-        for (int b = 0; b < 4; ++b) bt4(dd + b, 4, s + b, 4);          // rows
-        for (int k = 0; k < 4; ++k) bt4(s + 4 * k, 1, dd + 4 * k, 1);  // columns
-        for (int kz = 0; kz < 3; ++kz) {
-          const int64_t z = iz + 1 - kz;
-          if (z < 0 || z >= t.d) continue;
-          float* o = v + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
-          for (int k = 0; k < 16; ++k) store_c(o + k * rows * cols, dd[k], cn);
-        }
-        // Output planes whose plane z - 1 (kz = 0) or z + 1 (kz = 2) is outside: zeros, written by
-        // the part that owns the edge plane.
-        for (int kz = 0; kz < 3; kz += 2) {
-          const int64_t z = kz == 0 ? 0 : t.d - 1;
-          if (iz != z) continue;
-          float* o = v + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
-          for (int k = 0; k < 16; ++k) store_c(o + k * rows * cols, v16{}, cn);
-        }
+    v16 dd[16], s[16];
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b) {
+        const float* p = pixel3(t, x, pl, 2 * ti + a - 1, 2 * tj + b - 1, c0);
+        dd[a * 4 + b] = p ? load_c(p, cn) : v16{};
       }
+    for (int b = 0; b < 4; ++b) bt4(dd + b, 4, s + b, 4);          // rows
+    for (int k = 0; k < 4; ++k) bt4(s + 4 * k, 1, dd + 4 * k, 1);  // columns
+    for (int kz = 0; kz < 3; ++kz) {
+      const int64_t z = iz + 1 - kz;
+      if (z < 0 || z >= t.d) continue;
+      float* o = v + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
+      for (int k = 0; k < 16; ++k) store_c(o + k * rows * cols, dd[k], cn);
     }
-  }
+    // Output planes whose plane z - 1 (kz = 0) or z + 1 (kz = 2) is outside: zeros, written by
+    // the part that owns the edge plane.
+    for (int kz = 0; kz < 3; kz += 2) {
+      const int64_t z = kz == 0 ? 0 : t.d - 1;
+      if (iz != z) continue;
+      float* o = v + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
+      for (int k = 0; k < 16; ++k) store_c(o + k * rows * cols, v16{}, cn);
+    }
+  });
 }
 
 // The transpose, input planes [p0, p1): dV of plane iz = the sum over kz of dv's column block kz in
@@ -1451,71 +1459,55 @@ void wino3_input_planes(const Tiles3& t, const float* x, float* v, int64_t p0, i
 void wino3_input_t_planes(const Tiles3& t, const float* dv, float* dx, int64_t p0, int64_t p1) {
   const int64_t cols = 3 * t.c, per = t.th * t.tw, rows = t.tiles();
   std::memset(dx + p0 * t.h * t.w * t.c, 0, (p1 - p0) * t.h * t.w * t.c * sizeof(float));
-  for (int64_t pl = p0; pl < p1; ++pl) {
+  each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
     const int64_t n = pl / t.d, iz = pl % t.d;
-    for (int64_t tile = 0; tile < per; ++tile) {
-      const int64_t ti = tile / t.tw, tj = tile % t.tw;
-      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
-        const int64_t cn = std::min<int64_t>(16, t.c - c0);
-        v16 dd[16], s[16];
-        for (int k = 0; k < 16; ++k) dd[k] = v16{};
-        for (int kz = 0; kz < 3; ++kz) {
-          const int64_t z = iz + 1 - kz;
-          if (z < 0 || z >= t.d) continue;
-          const float* q = dv + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
-          for (int k = 0; k < 16; ++k) dd[k] += load_c(q + k * rows * cols, cn);
-        }
-        for (int k = 0; k < 4; ++k) b4(dd + 4 * k, 1, s + 4 * k, 1);
-        for (int b = 0; b < 4; ++b) b4(s + b, 4, dd + b, 4);
-        for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b)
-            if (float* p = pixel3(t, dx, pl, 2 * ti + a - 1, 2 * tj + b - 1, c0))
-              store_c(p, load_c(p, cn) + dd[a * 4 + b], cn);
-      }
+    v16 dd[16], s[16];
+    for (int k = 0; k < 16; ++k) dd[k] = v16{};
+    for (int kz = 0; kz < 3; ++kz) {
+      const int64_t z = iz + 1 - kz;
+      if (z < 0 || z >= t.d) continue;
+      const float* q = dv + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
+      for (int k = 0; k < 16; ++k) dd[k] += load_c(q + k * rows * cols, cn);
     }
-  }
+    for (int k = 0; k < 4; ++k) b4(dd + 4 * k, 1, s + 4 * k, 1);
+    for (int b = 0; b < 4; ++b) b4(s + b, 4, dd + b, 4);
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b)
+        if (float* p = pixel3(t, dx, pl, 2 * ti + a - 1, 2 * tj + b - 1, c0))
+          store_c(p, load_c(p, cn) + dd[a * 4 + b], cn);
+  });
 }
 
 // m (16, tiles, c) -> y (n, d, h, w, c): A^T m A of every tile (2x2 output pixels, cropped), planes [p0, p1).
 void wino3_output_planes(const Tiles3& t, const float* m, float* y, int64_t p0, int64_t p1) {
   const int64_t per = t.th * t.tw, rows = t.tiles();
-  for (int64_t pl = p0; pl < p1; ++pl)
-    for (int64_t tile = 0; tile < per; ++tile) {
-      const int64_t ti = tile / t.tw, tj = tile % t.tw;
-      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
-        const int64_t cn = std::min<int64_t>(16, t.c - c0);
-        v16 dd[16], s[8], o[4];
-        const float* q = m + (pl * per + tile) * t.c + c0;
-        for (int k = 0; k < 16; ++k) dd[k] = load_c(q + k * rows * t.c, cn);
-        for (int b = 0; b < 4; ++b) at2(dd + b, 4, s + b, 4);      // s[i * 4 + b]
-        for (int i = 0; i < 2; ++i) at2(s + 4 * i, 1, o + 2 * i, 1);
-        for (int i = 0; i < 2; ++i)
-          for (int j = 0; j < 2; ++j)
-            if (float* p = pixel3(t, y, pl, 2 * ti + i, 2 * tj + j, c0)) store_c(p, o[i * 2 + j], cn);
-      }
-    }
+  each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+    v16 dd[16], s[8], o[4];
+    const float* q = m + (pl * per + tile) * t.c + c0;
+    for (int k = 0; k < 16; ++k) dd[k] = load_c(q + k * rows * t.c, cn);
+    for (int b = 0; b < 4; ++b) at2(dd + b, 4, s + b, 4);      // s[i * 4 + b]
+    for (int i = 0; i < 2; ++i) at2(s + 4 * i, 1, o + 2 * i, 1);
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j)
+        if (float* p = pixel3(t, y, pl, 2 * ti + i, 2 * tj + j, c0)) store_c(p, o[i * 2 + j], cn);
+  });
 }
 
 // The transpose: dy (n, d, h, w, c) -> dm (16, tiles, c), A dY A^T of every tile (zeros past the edge).
 void wino3_output_t_planes(const Tiles3& t, const float* dy, float* dm, int64_t p0, int64_t p1) {
   const int64_t per = t.th * t.tw, rows = t.tiles();
-  for (int64_t pl = p0; pl < p1; ++pl)
-    for (int64_t tile = 0; tile < per; ++tile) {
-      const int64_t ti = tile / t.tw, tj = tile % t.tw;
-      for (int64_t c0 = 0; c0 < t.c; c0 += 16) {
-        const int64_t cn = std::min<int64_t>(16, t.c - c0);
-        v16 o[4], s[8], dd[16];
-        for (int i = 0; i < 2; ++i)
-          for (int j = 0; j < 2; ++j) {
-            const float* p = pixel3(t, dy, pl, 2 * ti + i, 2 * tj + j, c0);
-            o[i * 2 + j] = p ? load_c(p, cn) : v16{};
-          }
-        for (int i = 0; i < 2; ++i) a4(o + 2 * i, 1, s + 4 * i, 1);  // s[i * 4 + b]
-        for (int b = 0; b < 4; ++b) a4(s + b, 4, dd + b, 4);
-        float* q = dm + (pl * per + tile) * t.c + c0;
-        for (int k = 0; k < 16; ++k) store_c(q + k * rows * t.c, dd[k], cn);
+  each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+    v16 o[4], s[8], dd[16];
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) {
+        const float* p = pixel3(t, dy, pl, 2 * ti + i, 2 * tj + j, c0);
+        o[i * 2 + j] = p ? load_c(p, cn) : v16{};
       }
-    }
+    for (int i = 0; i < 2; ++i) a4(o + 2 * i, 1, s + 4 * i, 1);  // s[i * 4 + b]
+    for (int b = 0; b < 4; ++b) a4(s + b, 4, dd + b, 4);
+    float* q = dm + (pl * per + tile) * t.c + c0;
+    for (int k = 0; k < 16; ++k) store_c(q + k * rows * t.c, dd[k], cn);
+  });
 }
 
 // kind 0: x (n, d, h, w, c) -> v (16, tiles, 3c); 1: dv -> dx; 2: m (16, tiles, c) -> y; 3: dy -> dm.
