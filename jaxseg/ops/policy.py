@@ -10,7 +10,7 @@ The defaults are what the models use. A benchmark or test that wants another
 rule passes another value (``dataclasses.replace(DEFAULT_POLICY, winograd=False)``)
 to `ops.conv(..., policy=...)` or to a model (``conv_policy=``); nothing reads
 module globals. Where each threshold was measured is in
-experiments/bench/RESULTS.md (sessions 2-6, 9).
+experiments/bench/RESULTS.md (sessions 2-6, 9, 11).
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ class ConvPolicy:
     winograd_3d: 3x3x3 stride-1 SAME 3-D convs with at least
       `winograd_3d_min_channels` input and output channels and at most
       `winograd_3d_max_voxels` output voxels in the whole batch run as Winograd
-      F(2x2, 3x3) over the in-plane taps (`cpu.winograd3d`): the deepest layers
-      of a 3-D U-Net, where 2.25x fewer multiplications beat the direct kernels
-      and the transformed tiles stay small.
+      F(2x2, 3x3) over the in-plane taps (`cpu.winograd3d`): the deep layers
+      of a 3-D U-Net, where 2.25x fewer multiplications beat the direct kernels;
+      on larger volumes writing and reading the transformed tiles (4 times the
+      input) outweighs the saving.
     direct_max_channel_product, direct_min_pixels: other stride-1 2-D convs with
       C_in * C_out at most this on at least this many output pixels per image
       run the C++ direct kernels (few channels on large images, where XLA:CPU's
@@ -72,7 +73,7 @@ class ConvPolicy:
   winograd_max_pixels: int = 64 * 64
   winograd_3d: bool = True
   winograd_3d_min_channels: int = 32
-  winograd_3d_max_voxels: int = 2 * 4 * 8 * 8
+  winograd_3d_max_voxels: int = 2 * 8 * 16 * 16
   direct_max_channel_product: int = 256 * 128
   direct_min_pixels: int = 32 * 32
   direct_max_patch: int = 64

@@ -46,8 +46,8 @@ def test_transform_matrices_compute_a_correlation():
 
 
 def _numpy_input_tiles(x):
-  """(16, N*D*T, 3C) in float64: B^T d B of the 4x4 tiles at stride 2 (one pixel of zeros before),
-  planes z-1, z, z+1 side by side."""
+  """(16, N*(D+2)*T, C) in float64: B^T d B of the 4x4 tiles at stride 2 (one pixel of zeros before),
+  with a plane of zeros before and after each volume."""
   n, d, h, w, c = x.shape
   th, tw = -(-h // 2), -(-w // 2)
   xp = np.zeros((n, d + 2, 2 * th + 2, 2 * tw + 2, c))
@@ -57,8 +57,13 @@ def _numpy_input_tiles(x):
     for j in range(tw):
       tile = xp[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4]                 # (n, d+2, 4, 4, c)
       v[:, :, :, :, i, j] = np.einsum("ka,nzabc,lb->klnzc", w3.BT, tile, w3.BT)
-  v = v.reshape(16, n, d + 2, th * tw, c)
-  return np.concatenate([v[:, :, kz:kz + d] for kz in range(3)], axis=-1).reshape(16, -1, 3 * c)
+  return v.reshape(16, n * (d + 2) * th * tw, c)
+
+
+def _interior(t, shape):
+  """The rows of the volume's planes of depth-padded tiles t (16, N*(D+2)*T, C): (16, N*D*T, C)."""
+  n, d, h, w = shape[:4]
+  return t.reshape(16, n, d + 2, -1, t.shape[-1])[:, :, 1:d + 1].reshape(16, -1, t.shape[-1])
 
 
 def _numpy_output_tiles(m, y_shape):
@@ -75,17 +80,22 @@ def test_tile_transforms_and_their_transposes(shape):
   x = r.standard_normal(shape).astype(np.float32)
   v = np.asarray(jax.jit(w3.input_tiles)(x))
   _close(v, _numpy_input_tiles(x.astype(np.float64)), 1e-6)
-  dv = r.standard_normal(v.shape).astype(np.float32)
+  vi = _interior(v, shape)
+  dv = r.standard_normal(vi.shape).astype(np.float32)
   dx = np.asarray(jax.jit(lambda a: w3.input_tiles_t(a, shape))(dv))
-  # <input_tiles(x), dv> == <x, input_tiles_t(dv)>
-  np.testing.assert_allclose(np.vdot(v.astype(np.float64), dv), np.vdot(x.astype(np.float64), dx), rtol=1e-5)
+  # <input_tiles(x) on the volume's planes, dv> == <x, input_tiles_t(dv)>
+  np.testing.assert_allclose(np.vdot(vi.astype(np.float64), dv), np.vdot(x.astype(np.float64), dx), rtol=1e-5)
   y_shape = (*shape[:4], 18)
-  m = r.standard_normal((16, v.shape[1], 18)).astype(np.float32)
+  m = r.standard_normal((16, vi.shape[1], 18)).astype(np.float32)
   y = np.asarray(jax.jit(lambda a: w3.output_tiles(a, y_shape))(m))
   _close(y, _numpy_output_tiles(m.astype(np.float64), y_shape), 1e-6)
   dy = r.standard_normal(y_shape).astype(np.float32)
   dm = np.asarray(jax.jit(w3.output_tiles_t)(dy))
-  np.testing.assert_allclose(np.vdot(y.astype(np.float64), dy), np.vdot(m.astype(np.float64), dm), rtol=1e-5)
+  assert dm.shape == v.shape[:2] + (18,)
+  np.testing.assert_allclose(np.vdot(y.astype(np.float64), dy), np.vdot(m.astype(np.float64), _interior(dm, shape)),
+                             rtol=1e-5)
+  # the padding planes are zeros (the products read them as the depth conv's pads)
+  assert not dm.reshape(16, shape[0], shape[1] + 2, -1, 18)[:, :, [0, -1]].any()
 
 
 @pytest.mark.parametrize("ci,co", [(20, 36), (16, 16), (3, 40)])
@@ -98,12 +108,37 @@ def test_kernel_transforms(ci, co):
   _close(u[:, :, :co], u64, 1e-6)
   assert not u[:, :, co:].any()
   ut = np.asarray(jax.jit(w3.transform_kernel_tt)(w))
-  assert ut.shape == (16, co, -(-3 * ci // 16) * 16)
-  _close(ut[:, :, :3 * ci], u64.transpose(0, 2, 1), 1e-6)
-  assert not ut[:, :, 3 * ci:].any()
+  assert ut.shape == (16, 3 * co, -(-ci // 16) * 16)
+  want_t = u64.reshape(16, 3, ci, co)[:, ::-1].transpose(0, 1, 3, 2).reshape(16, 3 * co, ci)
+  _close(ut[:, :, :ci], want_t, 1e-6)
+  assert not ut[:, :, ci:].any()
   du = r.standard_normal((16, 3 * ci, co)).astype(np.float32)
   want = np.einsum("ai,abzco,bj->zijco", w3.G, du.astype(np.float64).reshape(4, 4, 3, ci, co), w3.G)
   _close(jax.jit(w3.transform_kernel_t)(du), want, 1e-6)
+
+
+@pytest.mark.parametrize("n,d,tiles,ci,co", [(2, 3, 5, 20, 36), (1, 1, 1, 16, 17), (2, 2, 4, 40, 130)])
+def test_depth_products_match_numpy(n, d, tiles, ci, co):
+  # Each position's (3, 1, 1) depth conv with no pads over its depth-padded planes. The padding planes
+  # hold random numbers here: the forward and the input gradient must read them as they are, the
+  # weight gradient must not read the cotangent's.
+  r = np.random.default_rng(6)
+  v = r.standard_normal((16, n, d + 2, tiles, ci)).astype(np.float32)
+  u = r.standard_normal((16, 3, ci, co)).astype(np.float32)
+  dm = r.standard_normal((16, n, d + 2, tiles, co)).astype(np.float32)
+  ut = r.standard_normal((16, 3, co, ci)).astype(np.float32)
+  pad = lambda a: np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, -a.shape[-1] % 16)])
+  run = lambda a, b, shape, kind: np.asarray(jax.jit(lambda a, b: w3.product(a, b, shape, n, d, kind))(a, b))
+  v64, u64, dm64, ut64 = (a.astype(np.float64) for a in (v, u, dm, ut))
+  m = run(v.reshape(16, -1, ci), pad(u.reshape(16, 3 * ci, co)), (16, n * d * tiles, co), 0)
+  want = sum(np.einsum("pnztc,pco->pnzto", v64[:, :, kz:kz + d], u64[:, kz]) for kz in range(3))
+  _close(m, want.reshape(16, -1, co), 1e-5)
+  dv = run(dm.reshape(16, -1, co), pad(ut.reshape(16, 3 * co, ci)), (16, n * d * tiles, ci), 1)
+  want = sum(np.einsum("pnzto,poc->pnztc", dm64[:, :, kz:kz + d], ut64[:, kz]) for kz in range(3))
+  _close(dv, want.reshape(16, -1, ci), 1e-5)
+  du = run(v.reshape(16, -1, ci), dm.reshape(16, -1, co), (16, 3 * ci, co), 2)
+  want = np.stack([np.einsum("pnztc,pnzto->pco", v64[:, :, kz:kz + d], dm64[:, :, 1:d + 1]) for kz in range(3)], 1)
+  _close(du, want.reshape(16, 3 * ci, co), 1e-5)
 
 
 CASES = [
@@ -132,12 +167,15 @@ def test_conv_and_gradients_match_numpy(x_shape, cout):
   _close(dx, numpy_input_grad(g, w, x_shape, stride=1, padding="SAME", dilation=1), rel=1e-5)
 
 
-def test_auto_sends_the_deepest_many_channel_layers_here():
+def test_auto_sends_the_deep_many_channel_layers_here():
   geo = lambda x, w: conv_geometry(x, w, stride=1, padding="SAME", dilation=1, groups=1)
   deep = geo((2, 4, 8, 8, 128), (3, 3, 3, 128, 128))
   assert auto.conv_route(deep, batch=2) == "winograd3d"
-  assert auto.conv_route(deep, batch=4) == "cpu_direct"                    # 1024 voxels: more than the rule's 512
-  assert auto.conv_route(geo((2, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=2) == "cpu_direct"
+  assert auto.conv_route(deep, batch=16) == "winograd3d"                   # 4096 voxels: the rule's limit
+  assert auto.conv_route(deep, batch=17) == "cpu_direct"
+  assert auto.conv_route(geo((2, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=2) == "winograd3d"
+  assert auto.conv_route(geo((2, 8, 16, 16, 32), (3, 3, 3, 32, 64)), batch=2) == "winograd3d"
+  assert auto.conv_route(geo((2, 16, 32, 32, 32), (3, 3, 3, 32, 32)), batch=2) == "cpu_direct"
   assert auto.conv_route(geo((2, 4, 8, 8, 16), (3, 3, 3, 16, 128)), batch=2) == "cpu_direct"   # few input channels
   assert auto.conv_route(deep, batch=2, policy=dataclasses.replace(DEFAULT_POLICY, winograd_3d=False)) == "cpu_direct"
   strided = conv_geometry((2, 4, 8, 8, 128), (3, 3, 3, 128, 128), stride=2, padding="SAME", dilation=1, groups=1)
@@ -162,6 +200,10 @@ def test_rejects_inconsistent_shapes():
     jax.block_until_ready(w3._transform(jnp.zeros((1, 2, 4, 4, 8)), (16, 7, 24), 0))
   with pytest.raises(Exception, match="inconsistent shapes"):
     jax.block_until_ready(w3._kernel_call(jnp.zeros((3, 3, 2, 8, 8)), (16, 24, 16), 0))
+  with pytest.raises(Exception, match="inconsistent shapes"):   # 7 rows are not whole padded volumes
+    jax.block_until_ready(w3.product(jnp.zeros((16, 7, 16)), jnp.zeros((16, 48, 16)), (16, 3, 16), 1, 1, 0))
+  with pytest.raises(Exception, match="inconsistent shapes"):   # the kernel is not 3 taps of 16 channels
+    jax.block_until_ready(w3.product(jnp.zeros((16, 6, 16)), jnp.zeros((16, 32, 16)), (16, 2, 16), 1, 1, 0))
 
 
 def test_shard_map_over_two_devices_matches_one_device():

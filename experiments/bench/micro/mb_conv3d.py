@@ -2,7 +2,7 @@
 
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1 \
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution \
-    .venv/bin/python experiments/bench/micro/mb_conv3d.py [--rounds 5] [--forms lax,auto,direct,im2col] [--batch 2] [--calls 1]
+    .venv/bin/python experiments/bench/micro/mb_conv3d.py [--rounds 5] [--forms lax,auto,direct,winograd3d,im2col] [--batch 2] [--calls 1]
 
 Each form is checked against XLA's values first (max error relative to XLA's
 scale), then timed: median of the rounds, each round one timed call of every
@@ -33,11 +33,12 @@ LAYERS = [(32, 64, 64, 1, 16), (32, 64, 64, 16, 16), (16, 32, 32, 16, 32), (16, 
 def jax_fn(form, geo, policy):
   from jaxseg import ops
   from jaxseg.ops import auto
-  from jaxseg.ops.cpu import direct
+  from jaxseg.ops.cpu import direct, winograd3d
   from jaxseg.ops.xla import conv_lax
   f = {"lax": lambda x, w: conv_lax(x, w, geo),
        "auto": lambda x, w: auto.conv_auto(x, w, geo, policy),
        "direct": lambda x, w: direct.conv_geo(x, w, geo),
+       "winograd3d": lambda x, w: winograd3d.conv_geo(x, w, geo),
        "im2col": lambda x, w: ops.conv(x, w, stride=1, padding="SAME", impl="im2col")}[form]
 
   def step(x, w, g):

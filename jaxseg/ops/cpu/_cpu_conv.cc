@@ -1266,9 +1266,7 @@ ffi::Error WinoTransform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::Re
 // ---------------------------------------------------------------- Winograd F(2x2, 3x3) kernels of 3-D convs
 // A 3x3x3 stride-1 conv as F(2x2, 3x3) over the in-plane taps and a direct sum over the depth taps
 // (jaxseg/ops/cpu/winograd3d.py): u = G g G^T for each depth tap kz, G = [[1, 0, 0],
-// [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. The input and output tiles are small and move
-// in XLA; the kernel is the large operand of a deep layer (4x8x8 planes, 128 channels: 16 times
-// more kernel than input), so its transforms are here, 16 channels a vector.
+// [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]], 16 channels a vector.
 
 // out[k * os] = sum_i G[k][i] in[i * is], k < 4, i < 3.
 inline void g4(const v16* in, int64_t is, v16* out, int64_t os) {
@@ -1323,10 +1321,10 @@ void wino2_kernel_t_rows(const float* du, float* dw, int64_t ci, int64_t co, int
   }
 }
 
-// kind 0: w (3, 3, 3, ci, co) -> u (16, 3 ci, co_pad); kind 1: w -> u^T (16, co, (3 ci)_pad), each
-// position's matrix transposed (the input gradient multiplies by it); kind 2: du (16, 3 ci, co) ->
-// dw (3, 3, 3, ci, co). _pad: the next multiple of 16, zero columns (the product kernels load whole
-// vectors).
+// kind 0: w (3, 3, 3, ci, co) -> u (16, 3 ci, co_pad); kind 1: w -> ut (16, 3 co, ci_pad), ut[k, 2 - kz,
+// o, c] = u[k, kz, c, o]: each position's depth taps flipped and their channel axes swapped, the
+// kernel of the input gradient's depth conv; kind 2: du (16, 3 ci, co) -> dw (3, 3, 3, ci, co). _pad:
+// the next multiple of 16, zero columns (the product kernels load whole vectors).
 ffi::Error Wino2Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
                        int64_t kind) {
   auto id = in.dimensions(), od = out->dimensions();
@@ -1337,8 +1335,8 @@ ffi::Error Wino2Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::Resu
   if (kind == 0 || kind == 1) {
     if (!k333(id) || od.size() != 3 || od[0] != 16)
       return ffi::Error::InvalidArgument("jaxseg winograd3d kernel: inconsistent shapes");
-    const int64_t ci = id[3], co = id[4], rows = 3 * ci, co_pad = (co + 15) / 16 * 16, rows_pad = (rows + 15) / 16 * 16;
-    if ((kind == 0 && (od[1] != rows || od[2] != co_pad)) || (kind == 1 && (od[1] != co || od[2] != rows_pad)))
+    const int64_t ci = id[3], co = id[4], rows = 3 * ci, co_pad = (co + 15) / 16 * 16, ci_pad = (ci + 15) / 16 * 16;
+    if ((kind == 0 && (od[1] != rows || od[2] != co_pad)) || (kind == 1 && (od[1] != 3 * co || od[2] != ci_pad)))
       return ffi::Error::InvalidArgument("jaxseg winograd3d kernel: inconsistent shapes");
     BufferPool::Buf buf;
     float* u = op;
@@ -1352,7 +1350,8 @@ ffi::Error Wino2Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::Resu
     });
     if (kind == 1) {
       parallel_parts(pool, 16, [=](int64_t k) {
-        transpose_matrix(u + k * rows * co_pad, rows, co, co_pad, op + k * co * rows_pad, rows_pad);
+        for (int64_t kz = 0; kz < 3; ++kz)
+          transpose_matrix(u + (k * 3 + kz) * ci * co_pad, ci, co, co_pad, op + (k * 3 + 2 - kz) * co * ci_pad, ci_pad);
       });
       buffers().give(std::move(buf));
     }
@@ -1370,11 +1369,13 @@ ffi::Error Wino2Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::Resu
 
 // The tiles of a 3-D volume (n, d, h, w, c) for F(2x2, 3x3) with SAME pads: tile (ti, tj) of a plane
 // covers rows 2 ti - 1 .. 2 ti + 2 and columns 2 tj - 1 .. 2 tj + 2 (zeros outside); th x tw tiles a
-// plane. The (16, n * d * th * tw, 3 * c) operand of the products holds, in row (n, z, tile), the
-// transformed tile of planes z - 1, z, z + 1 side by side (zeros for planes outside the volume).
+// plane. The transformed input (and the transformed cotangent of the output) is stored with a plane
+// of zeros before and after each volume, (16, n * (d + 2) * th * tw, c): the depth taps of the
+// products are then a (3, 1, 1) conv with no pads over each position's planes of tiles.
 struct Tiles3 {
   int64_t n, d, h, w, c, th, tw;
   int64_t tiles() const { return n * d * th * tw; }
+  int64_t padded_tiles() const { return n * (d + 2) * th * tw; }
 };
 // out[k * os] = sum_a BT[k][a] in[a * is] (BT = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]).
 inline void bt4(const v16* in, int64_t is, v16* out, int64_t os) {
@@ -1422,12 +1423,23 @@ inline void each_plane_tile_block(const Tiles3& t, int64_t p0, int64_t p1, F f) 
         f(pl, tile / t.tw, tile % t.tw, tile, c0, std::min<int64_t>(16, t.c - c0));
 }
 
-// Input planes [p0, p1) (p = n * d + iz): B^T d B of their tiles into v (16, tiles, 3c) at column
-// block kz for the output planes z = iz + 1 - kz; the zero blocks of planes outside the volume too.
+// Plane pl = n * d + z of a volume at plane n * (d + 2) + z + 1 of the depth-padded tiles.
+inline int64_t padded_plane(const Tiles3& t, int64_t pl) { return pl + 2 * (pl / t.d) + 1; }
+
+// The zero planes before and after volume n of depth-padded tiles (16, padded_tiles, c).
+void zero_pad_planes(const Tiles3& t, float* v, int64_t n) {
+  const int64_t per = t.th * t.tw * t.c, rows = t.padded_tiles();
+  for (int k = 0; k < 16; ++k)
+    for (int64_t z : {n * (t.d + 2), n * (t.d + 2) + t.d + 1}) std::memset(v + k * rows * t.c + z * per, 0, per * sizeof(float));
+}
+
+// Input planes [p0, p1) (p = n * d + iz): B^T d B of their tiles into v (16, padded_tiles, c); the
+// part with plane 0 of a volume writes that volume's zero planes.
 void wino3_input_planes(const Tiles3& t, const float* x, float* v, int64_t p0, int64_t p1) {
-  const int64_t cols = 3 * t.c, per = t.th * t.tw, rows = t.tiles();
+  const int64_t per = t.th * t.tw, rows = t.padded_tiles();
+  for (int64_t pl = p0; pl < p1; ++pl)
+    if (pl % t.d == 0) zero_pad_planes(t, v, pl / t.d);
   each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
-    const int64_t n = pl / t.d, iz = pl % t.d;
     v16 dd[16], s[16];
     for (int a = 0; a < 4; ++a)
       for (int b = 0; b < 4; ++b) {
@@ -1436,39 +1448,20 @@ void wino3_input_planes(const Tiles3& t, const float* x, float* v, int64_t p0, i
       }
     for (int b = 0; b < 4; ++b) bt4(dd + b, 4, s + b, 4);          // rows
     for (int k = 0; k < 4; ++k) bt4(s + 4 * k, 1, dd + 4 * k, 1);  // columns
-    for (int kz = 0; kz < 3; ++kz) {
-      const int64_t z = iz + 1 - kz;
-      if (z < 0 || z >= t.d) continue;
-      float* o = v + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
-      for (int k = 0; k < 16; ++k) store_c(o + k * rows * cols, dd[k], cn);
-    }
-    // Output planes whose plane z - 1 (kz = 0) or z + 1 (kz = 2) is outside: zeros, written by
-    // the part that owns the edge plane.
-    for (int kz = 0; kz < 3; kz += 2) {
-      const int64_t z = kz == 0 ? 0 : t.d - 1;
-      if (iz != z) continue;
-      float* o = v + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
-      for (int k = 0; k < 16; ++k) store_c(o + k * rows * cols, v16{}, cn);
-    }
+    float* o = v + (padded_plane(t, pl) * per + tile) * t.c + c0;
+    for (int k = 0; k < 16; ++k) store_c(o + k * rows * t.c, dd[k], cn);
   });
 }
 
-// The transpose, input planes [p0, p1): dV of plane iz = the sum over kz of dv's column block kz in
-// the rows of output plane z = iz + 1 - kz; B dV B^T added into dx (tiles overlap by two rows and
-// columns: a plane's tiles are added in order by one thread).
+// The transpose, input planes [p0, p1): B dV B^T of dv (16, tiles, c) added into dx (tiles overlap by
+// two rows and columns: a plane's tiles are added in order by one thread).
 void wino3_input_t_planes(const Tiles3& t, const float* dv, float* dx, int64_t p0, int64_t p1) {
-  const int64_t cols = 3 * t.c, per = t.th * t.tw, rows = t.tiles();
+  const int64_t per = t.th * t.tw, rows = t.tiles();
   std::memset(dx + p0 * t.h * t.w * t.c, 0, (p1 - p0) * t.h * t.w * t.c * sizeof(float));
   each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
-    const int64_t n = pl / t.d, iz = pl % t.d;
     v16 dd[16], s[16];
-    for (int k = 0; k < 16; ++k) dd[k] = v16{};
-    for (int kz = 0; kz < 3; ++kz) {
-      const int64_t z = iz + 1 - kz;
-      if (z < 0 || z >= t.d) continue;
-      const float* q = dv + ((n * t.d + z) * per + tile) * cols + kz * t.c + c0;
-      for (int k = 0; k < 16; ++k) dd[k] += load_c(q + k * rows * cols, cn);
-    }
+    const float* q = dv + (pl * per + tile) * t.c + c0;
+    for (int k = 0; k < 16; ++k) dd[k] = load_c(q + k * rows * t.c, cn);
     for (int k = 0; k < 4; ++k) b4(dd + 4 * k, 1, s + 4 * k, 1);
     for (int b = 0; b < 4; ++b) b4(s + b, 4, dd + b, 4);
     for (int a = 0; a < 4; ++a)
@@ -1493,9 +1486,12 @@ void wino3_output_planes(const Tiles3& t, const float* m, float* y, int64_t p0, 
   });
 }
 
-// The transpose: dy (n, d, h, w, c) -> dm (16, tiles, c), A dY A^T of every tile (zeros past the edge).
+// The transpose: dy (n, d, h, w, c) -> dm (16, padded_tiles, c), A dY A^T of every tile (zeros past the
+// edge), depth-padded as the transformed input.
 void wino3_output_t_planes(const Tiles3& t, const float* dy, float* dm, int64_t p0, int64_t p1) {
-  const int64_t per = t.th * t.tw, rows = t.tiles();
+  const int64_t per = t.th * t.tw, rows = t.padded_tiles();
+  for (int64_t pl = p0; pl < p1; ++pl)
+    if (pl % t.d == 0) zero_pad_planes(t, dm, pl / t.d);
   each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
     v16 o[4], s[8], dd[16];
     for (int i = 0; i < 2; ++i)
@@ -1505,12 +1501,13 @@ void wino3_output_t_planes(const Tiles3& t, const float* dy, float* dm, int64_t 
       }
     for (int i = 0; i < 2; ++i) a4(o + 2 * i, 1, s + 4 * i, 1);  // s[i * 4 + b]
     for (int b = 0; b < 4; ++b) a4(s + b, 4, dd + b, 4);
-    float* q = dm + (pl * per + tile) * t.c + c0;
+    float* q = dm + (padded_plane(t, pl) * per + tile) * t.c + c0;
     for (int k = 0; k < 16; ++k) store_c(q + k * rows * t.c, dd[k], cn);
   });
 }
 
-// kind 0: x (n, d, h, w, c) -> v (16, tiles, 3c); 1: dv -> dx; 2: m (16, tiles, c) -> y; 3: dy -> dm.
+// kind 0: x (n, d, h, w, c) -> v (16, padded_tiles, c); 1: dv (16, tiles, c) -> dx; 2: m (16, tiles, c) -> y;
+// 3: dy -> dm (16, padded_tiles, c).
 ffi::Error Wino3Transform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
                           int64_t kind) {
   auto id = in.dimensions(), od = out->dimensions();
@@ -1520,8 +1517,7 @@ ffi::Error Wino3Transform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::R
   if (kind < 0 || kind > 3 || img.size() != 5 || til.size() != 3 || til[0] != 16)
     return ffi::Error::InvalidArgument("jaxseg winograd3d transform: inconsistent shapes");
   const Tiles3 t{img[0], img[1], img[2], img[3], img[4], (img[2] + 1) / 2, (img[3] + 1) / 2};
-  const int64_t width = kind <= 1 ? 3 * t.c : t.c;
-  if (til[1] != t.tiles() || til[2] != width)
+  if (til[1] != (to_tiles ? t.padded_tiles() : t.tiles()) || til[2] != t.c)
     return ffi::Error::InvalidArgument("jaxseg winograd3d transform: inconsistent shapes");
   const float* ip = in.typed_data();
   float* op = out->typed_data();
@@ -1532,6 +1528,68 @@ ffi::Error Wino3Transform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::R
     else if (kind == 1) wino3_input_t_planes(t, ip, op, p0, p1);
     else if (kind == 2) wino3_output_planes(t, ip, op, p0, p1);
     else wino3_output_t_planes(t, ip, op, p0, p1);
+  });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------- products of the 3-D Winograd conv
+// For each of the 16 tile positions k the depth taps are a (3, 1, 1) conv with no pads over the
+// position's depth-padded planes of tiles, (n, d + 2, 1, th * tw, c), which the direct kernels run:
+//   kind 0: m[k] = conv(v[k], u[k])           v (16, padded_tiles, ci), u (16, 3 ci, co_pad) -> (16, tiles, co)
+//   kind 1: dv[k] = conv(dm[k], ut[k])        dm (16, padded_tiles, co), ut (16, 3 co, ci_pad) -> (16, tiles, ci)
+//   kind 2: du[k] = conv's weight gradient    v, dm -> (16, 3 ci, co)
+// Each transformed plane is stored once. Stored side by side for the three depth taps (one GEMM per
+// position over 3 ci) they were 12 times the input, and their writing and reading outweighed the 2.25x
+// fewer multiplications on all but the smallest volumes (experiments/bench/RESULTS.md, sessions 9, 11).
+Dims wino3_depth_dims(int64_t n, int64_t d, int64_t tiles, int64_t ci, int64_t co) {
+  Dims r{n, 1, tiles, ci, 1, tiles, co, 1, 1, 1, 1, 0, 0};
+  r.d = d + 2;
+  r.od = d;
+  r.kd = 3;
+  return r;
+}
+
+ffi::Error Wino3Product(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+                        ffi::ResultBuffer<ffi::F32> out, int64_t n, int64_t d, int64_t kind) {
+  auto ad = a.dimensions(), bd = b.dimensions(), od = out->dimensions();
+  auto bad = [] { return ffi::Error::InvalidArgument("jaxseg winograd3d product: inconsistent shapes"); };
+  if (ad.size() != 3 || bd.size() != 3 || od.size() != 3 || ad[0] != 16 || bd[0] != 16 || od[0] != 16 ||
+      n < 1 || d < 1 || kind < 0 || kind > 2 || ad[1] % (n * (d + 2)) != 0)
+    return bad();
+  const int64_t padded = ad[1], tiles = padded / (n * (d + 2)), rows = n * d * tiles, ci = ad[2];
+  const float* ap = a.typed_data();
+  const float* bp = b.typed_data();
+  float* op = out->typed_data();
+  const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
+  if (kind <= 1) {
+    const int64_t co = od[2], co_pad = bd[2];
+    if (bd[1] != 3 * ci || co_pad < co || co_pad % 16 != 0 || od[1] != rows) return bad();
+    const Dims dm = wino3_depth_dims(n, d, tiles, ci, co);
+    // Parts: (position, block of 64 output channels), pixel ranges only when these are too few.
+    const int64_t blocks = (co + 63) / 64, ranges = std::max<int64_t>(1, (4 * threads + 16 * blocks - 1) / (16 * blocks)),
+                  per = blocks * ranges;
+    parallel_parts(pool, 16 * per, [=](int64_t p) {
+      const int64_t k = p / per, blk = p % per / ranges, i = p % ranges;
+      fwd_flat(dm, co_pad, ap + k * padded * ci, bp + k * 3 * ci * co_pad, op + k * rows * co, rows * i / ranges,
+               rows * (i + 1) / ranges, blk, blk + 1, FlatTiling{});
+    });
+    return ffi::Error::Success();
+  }
+  const int64_t co = bd[2];
+  if (bd[1] != padded || od[1] != 3 * ci || od[2] != co) return bad();
+  const Dims dm = wino3_depth_dims(n, d, tiles, ci, co);
+  std::vector<int64_t> row_base(n * d);
+  for (int64_t r = 0; r < n * d; ++r) row_base[r] = (r + 2 * (r / d)) * tiles * ci;
+  const int64_t* rb = row_base.data();
+  const DwUnits units = dw_units(dm);
+  // One part a position (no partial sums); the cotangent's rows of volume j start 2 j + 1 planes on in
+  // its depth-padded tiles.
+  parallel_parts(pool, 16, [=](int64_t k) {
+    float* du = op + k * 3 * ci * co;
+    std::memset(du, 0, 3 * ci * co * sizeof(float));
+    for (int64_t j = 0; j < n; ++j)
+      dw_flat(dm, units, ap + k * padded * ci, bp + k * padded * co + (2 * j + 1) * tiles * co, du, rb, j * d,
+              (j + 1) * d, 0, units.count);
   });
   return ffi::Error::Success();
 }
@@ -1579,6 +1637,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dTransform, Wino3Transform,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("kind"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dProduct, Wino3Product,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("d")
                                   .Attr<int64_t>("kind"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dKernel, Wino2Kernel,
                               ffi::Ffi::Bind()

@@ -36,7 +36,8 @@ TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad"
            "jaxseg_batched_matmul": "JaxsegBatchedMatmul", "jaxseg_batched_matmul_tn": "JaxsegBatchedMatmulTN",
            "jaxseg_winograd_transform": "JaxsegWinogradTransform",
            "jaxseg_winograd3d_kernel": "JaxsegWinograd3dKernel",
-           "jaxseg_winograd3d_transform": "JaxsegWinograd3dTransform"}
+           "jaxseg_winograd3d_transform": "JaxsegWinograd3dTransform",
+           "jaxseg_winograd3d_product": "JaxsegWinograd3dProduct"}
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 VECTOR_BITS = 512
 

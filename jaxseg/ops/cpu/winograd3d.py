@@ -5,11 +5,16 @@ Each depth plane is cut into 4x4 input tiles at stride 2 (2x2 output pixels
 each); a tile's in-plane 3x3 conv is Y = A^T [(G g G^T) . (B^T d B)] A with 16
 multiplications per (input, output) channel pair instead of 4 * 9 = 36 (Lavin
 & Gray 2016, points 0, +-1, infinity). The three depth taps are a direct sum:
-output plane z takes the transformed tiles of input planes z-1, z, z+1 side by
-side, so each of the 16 positions is one matrix product over 3 * C_in
-(`winograd.bmm`):
+for each of the 16 tile positions p,
 
-    M[p] = [V[p, z-1] V[p, z] V[p, z+1]] @ [U[p, 0]; U[p, 1]; U[p, 2]]
+    M[p, z] = V[p, z-1] @ U[p, 0] + V[p, z] @ U[p, 1] + V[p, z+1] @ U[p, 2],
+
+a (3, 1, 1) conv over the position's planes of transformed tiles. V is stored
+once per plane, with a plane of zeros before and after each volume (4 times
+the input), and the C++ direct conv kernels run that depth conv with no pads
+(`product`). Session 9 stored the three planes side by side for one GEMM over
+3 * C_in (12 times the input); writing and reading that outweighed the saving
+on all but the smallest volumes.
 
 2.25x fewer multiplications than the direct sum. F(2x2, 3x3) and not F(4x4, 3x3)
 (4x fewer) because the kernel is the large operand of a deep 3-D layer: U
@@ -20,14 +25,13 @@ session 9). All transforms are C++ (`_cpu_conv.cc`): the tiles' (as jnp slices
 and sums they took longer than the products) and the kernel's (U, U^T per
 position for the input gradient, and the weight gradient's G^T dU G).
 
-The gradients: dx = the transposed tile transform of dM @ U^T, dW = G^T (V^T dM) G,
-dM the transposed output transform of dy. The transforms scale by 1/2 and 2
-only: errors of about 1e-6 relative to the output's scale, as the direct sum's.
+The gradients: dM is the transposed output transform of dy (depth-padded as
+V); dV = the depth conv of dM with U's depth taps flipped and its channel axes
+swapped, dx its transposed tile transform; dU = the depth conv's weight
+gradient from V and dM, dW = G^T dU G. The transforms scale by 1/2 and 2 only:
+errors of about 1e-6 relative to the output's scale, as the direct sum's.
 
-Which layers run here is `jaxseg.ops.auto`'s rule (`ConvPolicy.winograd_3d*`):
-the deep layers, where the kernel is large next to the data; on larger volumes
-the transformed tiles (12 times the input: 16 numbers per 4 pixels, three
-depth taps side by side) outweigh the saving.
+Which layers run here is `jaxseg.ops.auto`'s rule (`ConvPolicy.winograd_3d*`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ import numpy as np
 
 from jaxseg.ops._common import ConvGeometry
 from jaxseg.ops.cpu import build, direct
-from jaxseg.ops.cpu import winograd as wg
 from jaxseg.ops.sharding import match_varying, vary_like
 
 # y = A^T m A, v = B^T d B, u = G g G^T (_cpu_conv.cc's g4/gt3 hold G)
@@ -65,9 +68,10 @@ def transform_kernel(w):
 
 
 def transform_kernel_tt(w):
-  """U^T per position, (16, C_out, (3 * C_in)') with zero columns: the input gradient's operand."""
+  """The input gradient's depth kernels, (16, 3 * C_out, C_in') with zero columns: ut[p, 2 - kz, o, c] =
+  U[p, kz, c, o] (depth taps flipped, channel axes swapped)."""
   ci, co = w.shape[3:]
-  return _kernel_call(w, (16, co, _pad16(3 * ci)), 1)
+  return _kernel_call(w, (16, 3 * co, _pad16(ci)), 1)
 
 
 def transform_kernel_t(du):
@@ -86,20 +90,21 @@ def _transform(a, out_shape, kind):
   return jax.ffi.ffi_call("jaxseg_winograd3d_transform", out, vmap_method="sequential")(a, kind=np.int64(kind))
 
 
-def _rows(shape):
+def _rows(shape, extra=0):
   n, d, h, w = shape[:4]
   th, tw = _tiles(h, w)
-  return n * d * th * tw
+  return n * (d + extra) * th * tw
 
 
 def input_tiles(x):
-  """(16, N*D*T, 3*C): B^T d B of every 4x4 tile (stride 2, SAME pads) of every plane of x
-  (N, D, H, W, C); row (n, z, tile) holds the tiles of planes z-1, z, z+1 (zeros outside) side by side."""
-  return _transform(x, (16, _rows(x.shape), 3 * x.shape[-1]), 0)
+  """(16, N*(D+2)*T, C): B^T d B of every 4x4 tile (stride 2, SAME pads) of every plane of x
+  (N, D, H, W, C), row (n, z + 1, tile) for plane z; planes 0 and D + 1 of each volume are zeros."""
+  return _transform(x, (16, _rows(x.shape, 2), x.shape[-1]), 0)
 
 
 def input_tiles_t(dv, x_shape):
-  """The transpose of `input_tiles`: B dV B^T of every tile, added into a volume of x_shape."""
+  """B dV B^T of every tile of dv (16, N*D*T, C) (unpadded), added into a volume of x_shape: the
+  transpose of `input_tiles` restricted to the planes of the volume."""
   return _transform(dv, x_shape, 1)
 
 
@@ -109,8 +114,18 @@ def output_tiles(m, y_shape):
 
 
 def output_tiles_t(dy):
-  """The transpose of `output_tiles`: A dY A^T of every 2x2 block of dy (zeros past its edge)."""
-  return _transform(dy, (16, _rows(dy.shape), dy.shape[-1]), 3)
+  """The transpose of `output_tiles`: A dY A^T of every 2x2 block of dy (zeros past its edge), depth-padded
+  as `input_tiles`: (16, N*(D+2)*T, C_out)."""
+  return _transform(dy, (16, _rows(dy.shape, 2), dy.shape[-1]), 3)
+
+
+def product(a, b, out_shape, n, d, kind):
+  """The depth conv of each tile position on the C++ kernels: kind 0 M = V * U, kind 1 dV = dM * ut, kind 2
+  dU from V and dM (see `_cpu_conv.cc`, Wino3Product); n volumes of d planes."""
+  build.require()
+  out = jax.ShapeDtypeStruct(tuple(out_shape), a.dtype)
+  return jax.ffi.ffi_call("jaxseg_winograd3d_product", out, vmap_method="sequential")(
+      a, b, n=np.int64(n), d=np.int64(d), kind=np.int64(kind))
 
 
 @jax.custom_vjp
@@ -121,17 +136,21 @@ def conv3x3x3(x, w):
 
 
 def _fwd(x, w):
+  n, d = x.shape[:2]
+  ci, co = w.shape[3:]
   v = input_tiles(x)
-  m = wg.bmm(v, transform_kernel(w), w.shape[-1])
-  y = output_tiles(m, (*x.shape[:4], w.shape[-1]))
+  m = product(v, transform_kernel(w), (16, _rows(x.shape), co), n, d, 0)
+  y = output_tiles(m, (*x.shape[:4], co))
   return vary_like(y, x), (x, w, v)
 
 
 def _bwd(res, dy):
   x, w, v = res
+  n, d = x.shape[:2]
+  ci, co = w.shape[3:]
   dm = output_tiles_t(dy)
-  dx = input_tiles_t(wg.bmm(dm, transform_kernel_tt(w), v.shape[-1]), x.shape)
-  dw = transform_kernel_t(wg.bmm_tn(v, dm))
+  dx = input_tiles_t(product(dm, transform_kernel_tt(w), (16, _rows(x.shape), ci), n, d, 1), x.shape)
+  dw = transform_kernel_t(product(v, dm, (16, 3 * ci, co), n, d, 2))
   return vary_like(dx, x), vary_like(dw, w)
 
 
