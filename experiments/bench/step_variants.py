@@ -25,7 +25,9 @@ patched. The variants:
 - transpose_xla: strided transposed convs as XLA's conv over the stride-dilated input (no phases);
 - upconv_rows: kernel == stride transposed convs (2x2/2) as one XLA GEMM per row phase, stacked
   (before session 10), not the C++ kernel that writes the phases in place;
-- upconv_d2s: the same as one conv + depth-to-space.
+- upconv_d2s: the same as one conv + depth-to-space;
+- winograd3d_V: 3-D Winograd on at most V output voxels in the batch (session 9's rule: 512);
+  no_winograd3d: none.
 
 Variants tried in earlier sessions that are no longer expressible (dropout PRNGs, ELU forms, pooling
 forms, CE forms) and their figures are in experiments/bench/RESULTS.md.
@@ -64,9 +66,12 @@ def variant(name):
       "transpose_xla": ("auto", policy(transpose_phase=False), "product"),
       "upconv_rows": ("auto", policy(transpose_direct=False), "product"),
       "upconv_d2s": ("auto", policy(transpose_direct=False, transpose_rows=False), "product"),
+      "no_winograd3d": ("auto", policy(winograd_3d=False), "product"),
   }
   if name in fixed:
     return fixed[name]
+  if name.startswith("winograd3d_"):
+    return "auto", policy(winograd_3d_max_voxels=int(name.split("_")[1])), "product"
   if name.startswith("winograd_"):
     c, px = (int(v) for v in name.split("_")[1:])
     return "auto", policy(winograd_min_channels=c, winograd_max_pixels=px * px), "product"

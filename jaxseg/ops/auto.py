@@ -5,7 +5,8 @@ On the CPU a conv takes one of these routes (`conv_route`, rules in `ConvPolicy`
 - "winograd": Winograd F(4x4, 3x3) on the C++ kernels (`cpu.winograd`), for
   many-channel 3x3/1 (and 5x5/2, 6x6/2) layers on small images;
 - "winograd3d": Winograd F(2x2, 3x3) over the in-plane taps of 3x3x3 convs,
-  depth taps direct (`cpu.winograd3d`), for the deepest, many-channel 3-D layers;
+  depth taps direct (`cpu.winograd3d`), for the deep, many-channel 3-D layers on
+  small volumes;
 - "cpu_direct": the C++ direct kernels (`cpu.direct`), for few channels on
   large images, first layers, and 3-D convs;
 - "gemm_grad": XLA's forward with GEMM gradients (`conv_grad`), for strided

@@ -73,7 +73,7 @@ class ConvPolicy:
   winograd_max_pixels: int = 64 * 64
   winograd_3d: bool = True
   winograd_3d_min_channels: int = 32
-  winograd_3d_max_voxels: int = 2 * 8 * 16 * 16
+  winograd_3d_max_voxels: int = 4 * 8 * 16 * 16
   direct_max_channel_product: int = 256 * 128
   direct_min_pixels: int = 32 * 32
   direct_max_patch: int = 64

@@ -171,9 +171,9 @@ def test_auto_sends_the_deep_many_channel_layers_here():
   geo = lambda x, w: conv_geometry(x, w, stride=1, padding="SAME", dilation=1, groups=1)
   deep = geo((2, 4, 8, 8, 128), (3, 3, 3, 128, 128))
   assert auto.conv_route(deep, batch=2) == "winograd3d"
-  assert auto.conv_route(deep, batch=16) == "winograd3d"                   # 4096 voxels: the rule's limit
-  assert auto.conv_route(deep, batch=17) == "cpu_direct"
-  assert auto.conv_route(geo((2, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=2) == "winograd3d"
+  assert auto.conv_route(deep, batch=32) == "winograd3d"                   # 8192 voxels: the rule's limit
+  assert auto.conv_route(deep, batch=33) == "cpu_direct"
+  assert auto.conv_route(geo((4, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=4) == "winograd3d"
   assert auto.conv_route(geo((2, 8, 16, 16, 32), (3, 3, 3, 32, 64)), batch=2) == "winograd3d"
   assert auto.conv_route(geo((2, 16, 32, 32, 32), (3, 3, 3, 32, 32)), batch=2) == "cpu_direct"
   assert auto.conv_route(geo((2, 4, 8, 8, 16), (3, 3, 3, 16, 128)), batch=2) == "cpu_direct"   # few input channels

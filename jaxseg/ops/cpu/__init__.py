@@ -8,8 +8,8 @@
 - `winograd`: Winograd F(4x4, 3x3) from the kernels' tile transforms and
   batched products (`winograd.conv_geo`).
 - `winograd3d`: 3x3x3 convs as Winograd F(2x2, 3x3) over the in-plane taps,
-  depth taps direct, from its own tile and kernel transforms and the same
-  batched products (`winograd3d.conv_geo`).
+  depth taps a (3, 1, 1) conv per tile position on the direct kernels, from
+  its own tile and kernel transforms (`winograd3d.conv_geo`).
 
 Which layers take these paths is `jaxseg.ops.auto`'s rule; they only ever run
 in the CPU branch of a platform-dependent function, so a program lowered for

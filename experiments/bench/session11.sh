@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Session 11 (issue 19): the 3-D Winograd route stores each transformed plane once and runs the depth
+# taps as a (3, 1, 1) conv per tile position on the direct kernels; auto takes it up to 4096 output
+# voxels (the 8x16x16 layers of batch 2). Before = 2183fa0 (session 10's last commit), checked out at
+# $BEFORE (git worktree add /work/wt_before11 2183fa0); after = this tree. Each run starts in its own
+# tree (python -m puts the working directory first on sys.path). Runs alternate before/after so that
+# both see the same machine state.
+# Parts: PARTK=0 / PARTW=0 / PART3D=0 / PARTSV=0 / PARTSTEP=0 / PARTBA=0 skip one.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+PY=${PY:-.venv/bin/python}
+BEFORE=${BEFORE:-/work/wt_before11}
+OUT=experiments/bench/out
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}
+export XLA_FLAGS=${XLA_FLAGS:---xla_cpu_experimental_ynn_fusion_type=-individual_convolution}
+train() {  # $1 = label, $2 = tree, $3 = model, $4 = steps, $5 = batch, $6 = image size (- : the model's default)
+  echo "== $1 $3 $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
+  local size=(); [ "$6" != - ] && size=(--image-size "$6")
+  (cd "$2" && PYTHONPATH=$2 $ROOT/$PY -m jaxseg bench --what train --model "$3" --batch-size "$5" \
+    "${size[@]}" --steps "$4" --rounds 1 --json | tail -1)
+}
+layers() {  # $1 = label, $2 = tree, $3 = extra arguments of mb_conv3d.py
+  echo "== $1 layers $3 $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
+  (cd "$2" && PYTHONPATH=$2 $ROOT/$PY experiments/bench/micro/mb_conv3d.py --forms auto $3 | tail -9)
+}
+# One thread, outside XLA: the depth products against the direct forward and weight gradient.
+if [ "${PARTK:-1}" = 1 ]; then
+  g++ -O3 -march=native -std=c++17 -pthread -I"$($PY -c 'import jax; print(jax.ffi.include_dir())')" \
+    experiments/bench/micro/cc/wino3_product.cc -o /tmp/wino3_product_s11 2>/dev/null
+  for a in "64 64 8 16" "32 64 8 16" "32 32 16 32" "64 128 4 8" "128 128 4 8"; do taskset -c 0 /tmp/wino3_product_s11 $a 10; done \
+    2>&1 | tee $OUT/wino3_product_s11.txt
+fi
+# The rule: direct against winograd3d on every layer of the issue with 16 or more input channels,
+# at batch 2 and 4 (4096 and 8192 output voxels on the 8x16x16 layers).
+if [ "${PARTW:-1}" = 1 ]; then {
+  for b in 2 4; do
+    $PY experiments/bench/micro/mb_conv3d.py --forms direct,winograd3d --layers 1,2,3,4,5,6,7 --rounds 9 --calls 3 --batch $b
+  done
+} 2>&1 | tee $OUT/mb_conv3d_direct_wino3d_s11.txt; fi
+# The issue-19 layers before and after in turn (one timed call a sample, and 5 back to back).
+if [ "${PART3D:-1}" = 1 ]; then {
+  for r in 1 2; do
+    layers before "$BEFORE" "--rounds 9"; layers after "$PWD" "--rounds 9"
+    layers before "$BEFORE" "--rounds 9 --calls 5"; layers after "$PWD" "--rounds 9 --calls 5"
+  done
+} 2>&1 | tee $OUT/mb_conv3d_before_after_s11.txt; fi
+# The whole 3-D step with the new rule (base), session 9's 512-voxel rule and no 3-D Winograd, in turn.
+if [ "${PARTSV:-1}" = 1 ]; then
+  $PY experiments/bench/step_variants.py --model unet3d_small --batch-size 2 --patch-size 32,64,64 --steps 3 --rounds 5 \
+    --variants base,winograd3d_512,no_winograd3d 2>&1 | tee $OUT/step_variants_wino3d_s11.txt
+fi
+# The 3-D step and its layers against PyTorch.
+if [ "${PARTSTEP:-1}" = 1 ]; then
+  $PY -m jaxseg bench --what train --model unet3d_small --peers --rounds 6 --steps 3 --json \
+    2>&1 | tee $OUT/peers_unet3d_small_s11.txt
+  $PY -m jaxseg bench --what conv --model unet3d_small --impls auto --peers 2>&1 | tee $OUT/conv_unet3d_small_s11.txt
+fi
+# The 2-D models' step (must not get slower) and the 3-D step, before and after in turn.
+if [ "${PARTBA:-1}" = 1 ]; then {
+  for r in 1 2 3; do
+    train before "$BEFORE" fcn 5 8 256; train after "$PWD" fcn 5 8 256
+    train before "$BEFORE" unet_small 3 8 256; train after "$PWD" unet_small 3 8 256
+    train before "$BEFORE" unet3d_small 5 2 -; train after "$PWD" unet3d_small 5 2 -
+  done
+} 2>&1 | tee $OUT/s11_before_after.txt; fi
