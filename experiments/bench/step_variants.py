@@ -26,8 +26,8 @@ patched. The variants:
 - upconv_rows: kernel == stride transposed convs (2x2/2) as one XLA GEMM per row phase, stacked
   (before session 10), not the C++ kernel that writes the phases in place;
 - upconv_d2s: the same as one conv + depth-to-space;
-- winograd3d_V: 3-D Winograd on at most V output voxels in the batch (session 9's rule: 512);
-  no_winograd3d: none.
+- winograd3d_products_V: 3-D Winograd's products form on at most V output voxels in the batch
+  (the fused form above); no_winograd3d: no 3-D Winograd (the direct kernels).
 
 Variants tried in earlier sessions that are no longer expressible (dropout PRNGs, ELU forms, pooling
 forms, CE forms) and their figures are in experiments/bench/RESULTS.md.
@@ -70,8 +70,8 @@ def variant(name):
   }
   if name in fixed:
     return fixed[name]
-  if name.startswith("winograd3d_"):
-    return "auto", policy(winograd_3d_max_voxels=int(name.split("_")[1])), "product"
+  if name.startswith("winograd3d_products_"):
+    return "auto", policy(winograd_3d_products_max_voxels=int(name.split("_")[2])), "product"
   if name.startswith("winograd_"):
     c, px = (int(v) for v in name.split("_")[1:])
     return "auto", policy(winograd_min_channels=c, winograd_max_pixels=px * px), "product"

@@ -5,8 +5,11 @@ On the CPU a conv takes one of these routes (`conv_route`, rules in `ConvPolicy`
 - "winograd": Winograd F(4x4, 3x3) on the C++ kernels (`cpu.winograd`), for
   many-channel 3x3/1 (and 5x5/2, 6x6/2) layers on small images;
 - "winograd3d": Winograd F(2x2, 3x3) over the in-plane taps of 3x3x3 convs,
-  depth taps direct (`cpu.winograd3d`), for the deep, many-channel 3-D layers on
-  small volumes;
+  depth taps a conv on the direct kernels, fused band by band of tile rows
+  (`cpu.winograd3d.conv3x3x3`), for the 3-D layers with 16 or more channels;
+- "winograd3d_products": the same conv from separate transforms and per-position
+  products over the whole batch (`cpu.winograd3d.conv3x3x3_composed`), for the
+  deepest layers, where the kernel outweighs the data;
 - "cpu_direct": the C++ direct kernels (`cpu.direct`), for few channels on
   large images, first layers, and 3-D convs;
 - "gemm_grad": XLA's forward with GEMM gradients (`conv_grad`), for strided
@@ -49,11 +52,12 @@ from jaxseg.ops.policy import ConvPolicy, resolve
 from jaxseg.ops.sharding import match_varying, per_batch_shard
 from jaxseg.ops.xla import conv_lax, conv_transpose_lax
 
-CONV_ROUTES = ("winograd", "winograd3d", "cpu_direct", "gemm_grad", "xla")
+CONV_ROUTES = ("winograd", "winograd3d", "winograd3d_products", "cpu_direct", "gemm_grad", "xla")
 TRANSPOSE_ROUTES = ("cpu_direct", "phase_rows", "phase", "xla")
 ROUTE_NOTES = {
     "winograd": "Winograd F(4x4,3x3) on the C++ kernels",
-    "winograd3d": "Winograd F(2x2,3x3) in-plane, depth direct, on the C++ kernels",
+    "winograd3d": "Winograd F(2x2,3x3) in-plane, depth direct, fused by tile rows, on the C++ kernels",
+    "winograd3d_products": "Winograd F(2x2,3x3) in-plane, depth direct, products per position, on the C++ kernels",
     "cpu_direct": "C++ direct conv kernels",
     "gemm_grad": "XLA forward, GEMM backward",
     "xla": "XLA",
@@ -85,7 +89,9 @@ def conv_route(geo: ConvGeometry, *, dtype=jnp.float32, batch: int, platform: st
         and geo.cout >= policy.winograd_min_channels and prod(geo.out_shape) <= policy.winograd_max_pixels):
       return "winograd"
     if (policy.winograd_3d and winograd3d.supports(geo, dtype) and geo.cin >= policy.winograd_3d_min_channels
-        and geo.cout >= policy.winograd_3d_min_channels and batch * prod(geo.out_shape) <= policy.winograd_3d_max_voxels):
+        and geo.cout >= policy.winograd_3d_min_channels):
+      if batch * prod(geo.out_shape) <= policy.winograd_3d_products_max_voxels:
+        return "winograd3d_products"
       return "winograd3d"
     if direct.supports(geo, dtype):
       if geo.nd == 3:
@@ -166,6 +172,8 @@ def cpu_conv_fn(geo: ConvGeometry, route: str, dtype, policy: ConvPolicy, kernel
     return lambda x, w: winograd.conv_geo(x, w, geo)
   if route == "winograd3d":
     return lambda x, w: winograd3d.conv_geo(x, w, geo)
+  if route == "winograd3d_products":
+    return lambda x, w: winograd3d.conv_geo(x, w, geo, fused=False)
   if route == "cpu_direct":
     return lambda x, w: direct.conv_geo(x, w, geo, min_dx_channels=policy.direct_min_dx_channels)
   if route == "gemm_grad":

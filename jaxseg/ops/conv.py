@@ -97,7 +97,8 @@ def conv_route(x_shape, w_shape, *, stride=1, padding="SAME", dilation=1, groups
                dtype=jnp.float32, platform: str | None = None, policy: ConvPolicy | None = None) -> str:
   """The route `conv(..., impl="auto")` takes for these shapes when lowered for `platform`.
 
-  One of `auto.CONV_ROUTES`: "winograd", "winograd3d", "cpu_direct", "gemm_grad" or "xla"
+  One of `auto.CONV_ROUTES`: "winograd", "winograd3d", "winograd3d_products", "cpu_direct",
+  "gemm_grad" or "xla"
   (`auto.ROUTE_NOTES` says what each is). platform: "cpu", "cuda", "rocm",
   "tpu" (default: JAX's default backend here).
   """

@@ -34,12 +34,13 @@ class ConvPolicy:
       the many-channel layers on small images, where its 4x fewer
       multiplications beat XLA's conv.
     winograd_3d: 3x3x3 stride-1 SAME 3-D convs with at least
-      `winograd_3d_min_channels` input and output channels and at most
-      `winograd_3d_max_voxels` output voxels in the whole batch run as Winograd
-      F(2x2, 3x3) over the in-plane taps (`cpu.winograd3d`): the deep layers
-      of a 3-D U-Net, where 2.25x fewer multiplications beat the direct kernels;
-      on larger volumes writing and reading the transformed tiles (4 times the
-      input) outweighs the saving.
+      `winograd_3d_min_channels` input and output channels run as Winograd
+      F(2x2, 3x3) over the in-plane taps (`cpu.winograd3d`): 2.25x fewer
+      multiplications than the direct kernels. Fused band by band of tile rows
+      ("winograd3d"), except on at most `winograd_3d_products_max_voxels`
+      output voxels in the whole batch ("winograd3d_products": the transforms
+      and per-position products over the whole batch), the deepest layers,
+      where the kernel outweighs the data and each band would read all of it.
     direct_max_channel_product, direct_min_pixels: other stride-1 2-D convs with
       C_in * C_out at most this on at least this many output pixels per image
       run the C++ direct kernels (few channels on large images, where XLA:CPU's
@@ -72,8 +73,8 @@ class ConvPolicy:
   winograd_min_channels: int = 32
   winograd_max_pixels: int = 64 * 64
   winograd_3d: bool = True
-  winograd_3d_min_channels: int = 32
-  winograd_3d_max_voxels: int = 4 * 8 * 16 * 16
+  winograd_3d_min_channels: int = 16
+  winograd_3d_products_max_voxels: int = 2 * 4 * 8 * 8
   direct_max_channel_product: int = 256 * 128
   direct_min_pixels: int = 32 * 32
   direct_max_patch: int = 64

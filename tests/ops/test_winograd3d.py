@@ -147,18 +147,29 @@ CASES = [
     ((1, 1, 2, 2, 16), 17),     # one plane, one tile; an output tail of 1
     ((1, 2, 1, 1, 40), 33),     # one pixel per plane
     ((2, 5, 3, 4, 64), 128),    # 128 output channels: two column blocks of the products
+    ((1, 5, 9, 11, 48), 32),    # 5 x 6 tiles, the last row and column half outside: bands of 2, 2, 1 rows
 ]
 
 
+# The fused form with its bands of tile rows (one band a volume at the default size on these small
+# volumes; band_bytes=1: one tile row a band, so neighbouring bands add into shared rows of dx, in two
+# rounds), and the form composed of the separate pieces.
+FORMS = {"fused": w3.conv3x3x3, "fused_row_bands": lambda x, w: w3.conv3x3x3(x, w, 1),
+         # two tile rows a band on the last case (16 positions x 7 padded planes x 6 tiles x 48 channels)
+         "fused_2_row_bands": lambda x, w: w3.conv3x3x3(x, w, 2 * 16 * 7 * 6 * 48 * 4),
+         "composed": w3.conv3x3x3_composed}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("x_shape,cout", CASES)
-def test_conv_and_gradients_match_numpy(x_shape, cout):
+def test_conv_and_gradients_match_numpy(x_shape, cout, form):
   r = np.random.default_rng(3)
   x = r.standard_normal(x_shape).astype(np.float32)
   w_shape = (3, 3, 3, x_shape[-1], cout)
   w = (r.standard_normal(w_shape) / np.sqrt(27 * x_shape[-1])).astype(np.float32)
   geo = conv_geometry(x.shape, w.shape, stride=1, padding="SAME", dilation=1, groups=1)
   assert w3.supports(geo)
-  f = lambda x, w: w3.conv_geo(x, w, geo)
+  f = FORMS[form]
   y, vjp = jax.vjp(f, x, w)
   _close(y, reference.conv(x.astype(np.float64), w.astype(np.float64), stride=1, padding="SAME"), rel=1e-5)
   g = r.standard_normal(y.shape).astype(np.float32)
@@ -167,27 +178,31 @@ def test_conv_and_gradients_match_numpy(x_shape, cout):
   _close(dx, numpy_input_grad(g, w, x_shape, stride=1, padding="SAME", dilation=1), rel=1e-5)
 
 
-def test_auto_sends_the_deep_many_channel_layers_here():
+def test_auto_sends_the_3d_layers_with_16_channels_here():
   geo = lambda x, w: conv_geometry(x, w, stride=1, padding="SAME", dilation=1, groups=1)
   deep = geo((2, 4, 8, 8, 128), (3, 3, 3, 128, 128))
-  assert auto.conv_route(deep, batch=2) == "winograd3d"
-  assert auto.conv_route(deep, batch=32) == "winograd3d"                   # 8192 voxels: the rule's limit
-  assert auto.conv_route(deep, batch=33) == "cpu_direct"
-  assert auto.conv_route(geo((4, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=4) == "winograd3d"
-  assert auto.conv_route(geo((2, 8, 16, 16, 32), (3, 3, 3, 32, 64)), batch=2) == "winograd3d"
-  assert auto.conv_route(geo((2, 16, 32, 32, 32), (3, 3, 3, 32, 32)), batch=2) == "cpu_direct"
-  assert auto.conv_route(geo((2, 4, 8, 8, 16), (3, 3, 3, 16, 128)), batch=2) == "cpu_direct"   # few input channels
+  assert auto.conv_route(deep, batch=2) == "winograd3d_products"           # 512 voxels: the products' limit
+  assert auto.conv_route(deep, batch=3) == "winograd3d"
+  assert auto.conv_route(geo((2, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=2) == "winograd3d"
+  assert auto.conv_route(geo((2, 32, 64, 64, 16), (3, 3, 3, 16, 16)), batch=2) == "winograd3d"
+  assert auto.conv_route(geo((2, 32, 64, 64, 1), (3, 3, 3, 1, 16)), batch=2) == "cpu_direct"     # a first layer
+  assert auto.conv_route(geo((2, 16, 32, 32, 16), (3, 3, 3, 16, 8)), batch=2) == "cpu_direct"    # 8 output channels
+  assert auto.conv_route(geo((2, 32, 64, 64, 16), (1, 1, 1, 16, 2)), batch=2) == "cpu_direct"    # not 3x3x3
   assert auto.conv_route(deep, batch=2, policy=dataclasses.replace(DEFAULT_POLICY, winograd_3d=False)) == "cpu_direct"
+  products = dataclasses.replace(DEFAULT_POLICY, winograd_3d_products_max_voxels=2 * 8 * 16 * 16)
+  assert auto.conv_route(geo((2, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=2, policy=products) == "winograd3d_products"
   strided = conv_geometry((2, 4, 8, 8, 128), (3, 3, 3, 128, 128), stride=2, padding="SAME", dilation=1, groups=1)
-  assert not w3.supports(strided) and auto.conv_route(strided, batch=2) != "winograd3d"
+  assert not w3.supports(strided) and auto.conv_route(strided, batch=2) not in ("winograd3d", "winograd3d_products")
   assert auto.conv_route(deep, batch=2, platform="cuda") == "xla"
 
 
-def test_auto_conv_of_a_deep_layer_matches_xla():
+@pytest.mark.parametrize("x_shape,route", [((2, 4, 6, 6, 32), "winograd3d_products"), ((1, 5, 11, 10, 16), "winograd3d")])
+def test_auto_conv_of_a_3d_layer_matches_xla(x_shape, route):
   from jaxseg import ops
   r = np.random.default_rng(4)
-  x = r.standard_normal((2, 4, 6, 6, 32)).astype(np.float32)
-  w = (r.standard_normal((3, 3, 3, 32, 40)) / np.sqrt(27 * 32)).astype(np.float32)
+  x = r.standard_normal(x_shape).astype(np.float32)
+  w = (r.standard_normal((3, 3, 3, x_shape[-1], 40)) / np.sqrt(27 * x_shape[-1])).astype(np.float32)
+  assert ops.conv_route(x.shape, w.shape, platform="cpu") == route
   loss = lambda impl: (lambda x, w: jnp.sum(ops.conv(x, w, stride=1, padding="SAME", impl=impl) ** 2))
   (ya, ga), (yl, gl) = (jax.jit(jax.value_and_grad(loss(i), argnums=(0, 1)))(x, w) for i in ("auto", "lax"))
   _close(ya, yl, rel=1e-5)
@@ -206,7 +221,8 @@ def test_rejects_inconsistent_shapes():
     jax.block_until_ready(w3.product(jnp.zeros((16, 6, 16)), jnp.zeros((16, 32, 16)), (16, 2, 16), 1, 1, 0))
 
 
-def test_shard_map_over_two_devices_matches_one_device():
+@pytest.mark.parametrize("x_shape,route", [((4, 2, 4, 5, 32), "winograd3d_products"), ((4, 5, 11, 10, 16), "winograd3d")])
+def test_shard_map_over_two_devices_matches_one_device(x_shape, route):
   # The batch split over 2 devices (shard_map), the kernel replicated: the same values and
   # gradients as one device (dW summed over the devices by the transpose of the kernel's cast to
   # varying), as for the 2-D routes in test_auto.py.
@@ -216,10 +232,10 @@ def test_shard_map_over_two_devices_matches_one_device():
     pytest.skip("needs 2 devices")
   mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
   r = np.random.default_rng(5)
-  x = r.standard_normal((4, 2, 4, 5, 32)).astype(np.float32)
-  w = (r.standard_normal((3, 3, 3, 32, 48)) / np.sqrt(27 * 32)).astype(np.float32)
-  assert ops.conv_route(x.shape, w.shape, platform="cpu") == "winograd3d"
-  assert ops.conv_route((2, *x.shape[1:]), w.shape, platform="cpu") == "winograd3d"
+  x = r.standard_normal(x_shape).astype(np.float32)
+  ci = x_shape[-1]
+  w = (r.standard_normal((3, 3, 3, ci, 48)) / np.sqrt(27 * ci)).astype(np.float32)
+  assert ops.conv_route((2, *x.shape[1:]), w.shape, platform="cpu") == route      # one device's half
   loss = lambda x, w: jnp.sum(jnp.sin(ops.conv(x, w, stride=1, padding="SAME", impl="auto")))
   def per_device(x, w):
     l, g = jax.value_and_grad(loss, argnums=(0, 1))(x, w)

@@ -2,7 +2,7 @@
 
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1 \
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution \
-    .venv/bin/python experiments/bench/micro/mb_conv3d.py [--rounds 5] [--forms lax,auto,direct,winograd3d,im2col] [--batch 2] [--calls 1]
+    .venv/bin/python experiments/bench/micro/mb_conv3d.py [--rounds 5] [--forms lax,auto,direct,winograd3d,winograd3d_composed,im2col] [--batch 2] [--calls 1]
 
 Each form is checked against XLA's values first (max error relative to XLA's
 scale), then timed: median of the rounds, each round one timed call of every
@@ -39,6 +39,7 @@ def jax_fn(form, geo, policy):
        "auto": lambda x, w: auto.conv_auto(x, w, geo, policy),
        "direct": lambda x, w: direct.conv_geo(x, w, geo),
        "winograd3d": lambda x, w: winograd3d.conv_geo(x, w, geo),
+       "winograd3d_composed": lambda x, w: winograd3d.conv3x3x3_composed(x, w),
        "im2col": lambda x, w: ops.conv(x, w, stride=1, padding="SAME", impl="im2col")}[form]
 
   def step(x, w, g):

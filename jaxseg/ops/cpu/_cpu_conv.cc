@@ -1413,101 +1413,108 @@ inline T* pixel3(const Tiles3& t, T* x, int64_t plane, int64_t row, int64_t col,
   return x + ((plane * t.h + row) * t.w + col) * t.c + c0;
 }
 
-// f(pl, ti, tj, tile, c0, cn) for every tile (tile = ti * tw + tj, within its plane) of the planes
-// [p0, p1) and every block of cn <= 16 channels from c0, in order: each_tile_block for volumes.
+// Where the tiles of a band of tile rows go: position k, plane z of the layout, tile j of the band
+// (j = (ti - ti0) * tw + tj) at base + k * ks + z * ps + j * c. The products' operands are bands with
+// every tile row of a volume (and the volume's planes one after another, ps = th * tw * c); the fused
+// conv (Wino3Conv*) keeps a band of a few tile rows in a buffer of its own.
+struct Band {
+  int64_t n, ti0, ti1;  // volume n, tile rows [ti0, ti1)
+  int64_t ks, ps;
+};
+
+// f(z, ti, tj, j, c0, cn) for every plane z of the volume, tile (ti, tj) of the band (j its index in
+// the band) and block of cn <= 16 channels from c0, in order.
 template <typename F>
-inline void each_plane_tile_block(const Tiles3& t, int64_t p0, int64_t p1, F f) {
-  for (int64_t pl = p0; pl < p1; ++pl)
-    for (int64_t tile = 0; tile < t.th * t.tw; ++tile)
-      for (int64_t c0 = 0; c0 < t.c; c0 += 16)
-        f(pl, tile / t.tw, tile % t.tw, tile, c0, std::min<int64_t>(16, t.c - c0));
+inline void each_band_tile_block(const Tiles3& t, const Band& b, F f) {
+  for (int64_t z = 0; z < t.d; ++z)
+    for (int64_t ti = b.ti0; ti < b.ti1; ++ti)
+      for (int64_t tj = 0; tj < t.tw; ++tj)
+        for (int64_t c0 = 0; c0 < t.c; c0 += 16)
+          f(z, ti, tj, (ti - b.ti0) * t.tw + tj, c0, std::min<int64_t>(16, t.c - c0));
 }
 
-// Plane pl = n * d + z of a volume at plane n * (d + 2) + z + 1 of the depth-padded tiles.
-inline int64_t padded_plane(const Tiles3& t, int64_t pl) { return pl + 2 * (pl / t.d) + 1; }
-
-// The zero planes before and after volume n of depth-padded tiles (16, padded_tiles, c).
-void zero_pad_planes(const Tiles3& t, float* v, int64_t n) {
-  const int64_t per = t.th * t.tw * t.c, rows = t.padded_tiles();
+// Planes 0 and d + 1 of a depth-padded band: zeros (the depth conv's pads).
+void zero_pad_planes(const Tiles3& t, const Band& b, float* v) {
+  const int64_t len = (b.ti1 - b.ti0) * t.tw * t.c;
   for (int k = 0; k < 16; ++k)
-    for (int64_t z : {n * (t.d + 2), n * (t.d + 2) + t.d + 1}) std::memset(v + k * rows * t.c + z * per, 0, per * sizeof(float));
+    for (int64_t z : {int64_t{0}, t.d + 1}) std::memset(v + k * b.ks + z * b.ps, 0, len * sizeof(float));
 }
 
-// Input planes [p0, p1) (p = n * d + iz): B^T d B of their tiles into v (16, padded_tiles, c); the
-// part with plane 0 of a volume writes that volume's zero planes.
-void wino3_input_planes(const Tiles3& t, const float* x, float* v, int64_t p0, int64_t p1) {
-  const int64_t per = t.th * t.tw, rows = t.padded_tiles();
-  for (int64_t pl = p0; pl < p1; ++pl)
-    if (pl % t.d == 0) zero_pad_planes(t, v, pl / t.d);
-  each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+// B^T d B of the band's tiles of x (n, d, h, w, c), plane z at plane z + 1 of v (depth-padded).
+void wino3_input_band(const Tiles3& t, const float* x, const Band& b, float* v) {
+  zero_pad_planes(t, b, v);
+  each_band_tile_block(t, b, [&](int64_t z, int64_t ti, int64_t tj, int64_t j, int64_t c0, int64_t cn) {
     v16 dd[16], s[16];
     for (int a = 0; a < 4; ++a)
-      for (int b = 0; b < 4; ++b) {
-        const float* p = pixel3(t, x, pl, 2 * ti + a - 1, 2 * tj + b - 1, c0);
-        dd[a * 4 + b] = p ? load_c(p, cn) : v16{};
+      for (int e = 0; e < 4; ++e) {
+        const float* p = pixel3(t, x, b.n * t.d + z, 2 * ti + a - 1, 2 * tj + e - 1, c0);
+        dd[a * 4 + e] = p ? load_c(p, cn) : v16{};
       }
-    for (int b = 0; b < 4; ++b) bt4(dd + b, 4, s + b, 4);          // rows
+    for (int e = 0; e < 4; ++e) bt4(dd + e, 4, s + e, 4);          // rows
     for (int k = 0; k < 4; ++k) bt4(s + 4 * k, 1, dd + 4 * k, 1);  // columns
-    float* o = v + (padded_plane(t, pl) * per + tile) * t.c + c0;
-    for (int k = 0; k < 16; ++k) store_c(o + k * rows * t.c, dd[k], cn);
+    float* o = v + (z + 1) * b.ps + j * t.c + c0;
+    for (int k = 0; k < 16; ++k) store_c(o + k * b.ks, dd[k], cn);
   });
 }
 
-// The transpose, input planes [p0, p1): B dV B^T of dv (16, tiles, c) added into dx (tiles overlap by
-// two rows and columns: a plane's tiles are added in order by one thread).
-void wino3_input_t_planes(const Tiles3& t, const float* dv, float* dx, int64_t p0, int64_t p1) {
-  const int64_t per = t.th * t.tw, rows = t.tiles();
-  std::memset(dx + p0 * t.h * t.w * t.c, 0, (p1 - p0) * t.h * t.w * t.c * sizeof(float));
-  each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+// The transpose, unpadded planes: B dV B^T of the band's tiles of dv added into dx rows 2 ti0 - 1 ..
+// 2 ti1 of volume n. Tile rows overlap by two rows: a band's tiles are added in order by one thread,
+// and bands that share rows are not added at the same time.
+void wino3_input_t_band(const Tiles3& t, const float* dv, const Band& b, float* dx) {
+  each_band_tile_block(t, b, [&](int64_t z, int64_t ti, int64_t tj, int64_t j, int64_t c0, int64_t cn) {
     v16 dd[16], s[16];
-    const float* q = dv + (pl * per + tile) * t.c + c0;
-    for (int k = 0; k < 16; ++k) dd[k] = load_c(q + k * rows * t.c, cn);
+    const float* q = dv + z * b.ps + j * t.c + c0;
+    for (int k = 0; k < 16; ++k) dd[k] = load_c(q + k * b.ks, cn);
     for (int k = 0; k < 4; ++k) b4(dd + 4 * k, 1, s + 4 * k, 1);
-    for (int b = 0; b < 4; ++b) b4(s + b, 4, dd + b, 4);
+    for (int e = 0; e < 4; ++e) b4(s + e, 4, dd + e, 4);
     for (int a = 0; a < 4; ++a)
-      for (int b = 0; b < 4; ++b)
-        if (float* p = pixel3(t, dx, pl, 2 * ti + a - 1, 2 * tj + b - 1, c0))
-          store_c(p, load_c(p, cn) + dd[a * 4 + b], cn);
+      for (int e = 0; e < 4; ++e)
+        if (float* p = pixel3(t, dx, b.n * t.d + z, 2 * ti + a - 1, 2 * tj + e - 1, c0))
+          store_c(p, load_c(p, cn) + dd[a * 4 + e], cn);
   });
 }
 
-// m (16, tiles, c) -> y (n, d, h, w, c): A^T m A of every tile (2x2 output pixels, cropped), planes [p0, p1).
-void wino3_output_planes(const Tiles3& t, const float* m, float* y, int64_t p0, int64_t p1) {
-  const int64_t per = t.th * t.tw, rows = t.tiles();
-  each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+// A^T m A of the band's tiles of m (unpadded planes) into y (2x2 output pixels a tile, cropped).
+void wino3_output_band(const Tiles3& t, const float* m, const Band& b, float* y) {
+  each_band_tile_block(t, b, [&](int64_t z, int64_t ti, int64_t tj, int64_t j, int64_t c0, int64_t cn) {
     v16 dd[16], s[8], o[4];
-    const float* q = m + (pl * per + tile) * t.c + c0;
-    for (int k = 0; k < 16; ++k) dd[k] = load_c(q + k * rows * t.c, cn);
-    for (int b = 0; b < 4; ++b) at2(dd + b, 4, s + b, 4);      // s[i * 4 + b]
+    const float* q = m + z * b.ps + j * t.c + c0;
+    for (int k = 0; k < 16; ++k) dd[k] = load_c(q + k * b.ks, cn);
+    for (int e = 0; e < 4; ++e) at2(dd + e, 4, s + e, 4);      // s[i * 4 + e]
     for (int i = 0; i < 2; ++i) at2(s + 4 * i, 1, o + 2 * i, 1);
     for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 2; ++j)
-        if (float* p = pixel3(t, y, pl, 2 * ti + i, 2 * tj + j, c0)) store_c(p, o[i * 2 + j], cn);
+      for (int e = 0; e < 2; ++e)
+        if (float* p = pixel3(t, y, b.n * t.d + z, 2 * ti + i, 2 * tj + e, c0)) store_c(p, o[i * 2 + e], cn);
   });
 }
 
-// The transpose: dy (n, d, h, w, c) -> dm (16, padded_tiles, c), A dY A^T of every tile (zeros past the
-// edge), depth-padded as the transformed input.
-void wino3_output_t_planes(const Tiles3& t, const float* dy, float* dm, int64_t p0, int64_t p1) {
-  const int64_t per = t.th * t.tw, rows = t.padded_tiles();
-  for (int64_t pl = p0; pl < p1; ++pl)
-    if (pl % t.d == 0) zero_pad_planes(t, dm, pl / t.d);
-  each_plane_tile_block(t, p0, p1, [&](int64_t pl, int64_t ti, int64_t tj, int64_t tile, int64_t c0, int64_t cn) {
+// The transpose: A dY A^T of the band's 2x2 blocks of dy (zeros past the edge), plane z at plane z + 1
+// of dm (depth-padded, as the transformed input).
+void wino3_output_t_band(const Tiles3& t, const float* dy, const Band& b, float* dm) {
+  zero_pad_planes(t, b, dm);
+  each_band_tile_block(t, b, [&](int64_t z, int64_t ti, int64_t tj, int64_t j, int64_t c0, int64_t cn) {
     v16 o[4], s[8], dd[16];
     for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 2; ++j) {
-        const float* p = pixel3(t, dy, pl, 2 * ti + i, 2 * tj + j, c0);
-        o[i * 2 + j] = p ? load_c(p, cn) : v16{};
+      for (int e = 0; e < 2; ++e) {
+        const float* p = pixel3(t, dy, b.n * t.d + z, 2 * ti + i, 2 * tj + e, c0);
+        o[i * 2 + e] = p ? load_c(p, cn) : v16{};
       }
-    for (int i = 0; i < 2; ++i) a4(o + 2 * i, 1, s + 4 * i, 1);  // s[i * 4 + b]
-    for (int b = 0; b < 4; ++b) a4(s + b, 4, dd + b, 4);
-    float* q = dm + (padded_plane(t, pl) * per + tile) * t.c + c0;
-    for (int k = 0; k < 16; ++k) store_c(q + k * rows * t.c, dd[k], cn);
+    for (int i = 0; i < 2; ++i) a4(o + 2 * i, 1, s + 4 * i, 1);  // s[i * 4 + e]
+    for (int e = 0; e < 4; ++e) a4(s + e, 4, dd + e, 4);
+    float* q = dm + (z + 1) * b.ps + j * t.c + c0;
+    for (int k = 0; k < 16; ++k) store_c(q + k * b.ks, dd[k], cn);
   });
+}
+
+// The whole volume n as one band of the products' operands: (16, n * (d + pad) * th * tw, c), pad = 2
+// for depth-padded operands (the transformed input and cotangent), 0 for the others.
+Band volume_band(const Tiles3& t, int64_t n, int64_t pad) {
+  const int64_t per = t.th * t.tw * t.c;
+  return Band{n, 0, t.th, t.n * (t.d + pad) * per, per};
 }
 
 // kind 0: x (n, d, h, w, c) -> v (16, padded_tiles, c); 1: dv (16, tiles, c) -> dx; 2: m (16, tiles, c) -> y;
-// 3: dy -> dm (16, padded_tiles, c).
+// 3: dy -> dm (16, padded_tiles, c). One volume a part.
 ffi::Error Wino3Transform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
                           int64_t kind) {
   auto id = in.dimensions(), od = out->dimensions();
@@ -1521,20 +1528,24 @@ ffi::Error Wino3Transform(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in, ffi::R
     return ffi::Error::InvalidArgument("jaxseg winograd3d transform: inconsistent shapes");
   const float* ip = in.typed_data();
   float* op = out->typed_data();
-  const int64_t planes = t.n * t.d, parts = num_parts(planes, pool.num_threads());
-  parallel_parts(pool, parts, [=](int64_t i) {
-    const int64_t p0 = planes * i / parts, p1 = planes * (i + 1) / parts;
-    if (kind == 0) wino3_input_planes(t, ip, op, p0, p1);
-    else if (kind == 1) wino3_input_t_planes(t, ip, op, p0, p1);
-    else if (kind == 2) wino3_output_planes(t, ip, op, p0, p1);
-    else wino3_output_t_planes(t, ip, op, p0, p1);
+  const int64_t pad = to_tiles ? 2 : 0;
+  parallel_parts(pool, t.n, [=](int64_t n) {
+    const Band b = volume_band(t, n, pad);
+    const int64_t at = n * (t.d + pad) * t.th * t.tw * t.c;   // the volume's first tile
+    if (kind == 0) wino3_input_band(t, ip, b, op + at);
+    else if (kind == 3) wino3_output_t_band(t, ip, b, op + at);
+    else if (kind == 2) wino3_output_band(t, ip + at, b, op);
+    else {
+      std::memset(op + n * t.d * t.h * t.w * t.c, 0, t.d * t.h * t.w * t.c * sizeof(float));
+      wino3_input_t_band(t, ip + at, b, op);
+    }
   });
   return ffi::Error::Success();
 }
 
 // ---------------------------------------------------------------- products of the 3-D Winograd conv
 // For each of the 16 tile positions k the depth taps are a (3, 1, 1) conv with no pads over the
-// position's depth-padded planes of tiles, (n, d + 2, 1, th * tw, c), which the direct kernels run:
+// position's depth-padded planes of tiles, (n, d + 2, 1, tiles a plane, c), which the direct kernels run:
 //   kind 0: m[k] = conv(v[k], u[k])           v (16, padded_tiles, ci), u (16, 3 ci, co_pad) -> (16, tiles, co)
 //   kind 1: dv[k] = conv(dm[k], ut[k])        dm (16, padded_tiles, co), ut (16, 3 co, ci_pad) -> (16, tiles, ci)
 //   kind 2: du[k] = conv's weight gradient    v, dm -> (16, 3 ci, co)
@@ -1547,6 +1558,21 @@ Dims wino3_depth_dims(int64_t n, int64_t d, int64_t tiles, int64_t ci, int64_t c
   r.od = d;
   r.kd = 3;
   return r;
+}
+
+// The forward (or input-gradient) depth conv of position k's operands a (n volumes of d + 2 planes of
+// `tiles` tiles, c_in channels; its `a_k` apart) into out (d planes; `out_k` apart), output-channel
+// blocks [b0, b1), output tiles [q0, q1).
+inline void depth_forward(const Dims& dm, int64_t co_pad, const float* a, const float* kernel, float* out, int64_t q0,
+                          int64_t q1, int64_t b0, int64_t b1) {
+  fwd_flat(dm, co_pad, a, kernel, out, q0, q1, b0, b1, FlatTiling{});
+}
+
+// The depth conv's weight gradient of one volume (dm: n = 1) added into du: v its depth-padded
+// transformed input, g the cotangent's first (unpadded) plane; rb[z] = z * plane stride * c_in.
+inline void depth_weight_grad(const Dims& dm, const DwUnits& units, const float* v, const float* g, float* du,
+                              const int64_t* rb) {
+  dw_flat(dm, units, v, g, du, rb, 0, dm.od, 0, units.count);
 }
 
 ffi::Error Wino3Product(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
@@ -1570,27 +1596,181 @@ ffi::Error Wino3Product(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buff
                   per = blocks * ranges;
     parallel_parts(pool, 16 * per, [=](int64_t p) {
       const int64_t k = p / per, blk = p % per / ranges, i = p % ranges;
-      fwd_flat(dm, co_pad, ap + k * padded * ci, bp + k * 3 * ci * co_pad, op + k * rows * co, rows * i / ranges,
-               rows * (i + 1) / ranges, blk, blk + 1, FlatTiling{});
+      depth_forward(dm, co_pad, ap + k * padded * ci, bp + k * 3 * ci * co_pad, op + k * rows * co, rows * i / ranges,
+                    rows * (i + 1) / ranges, blk, blk + 1);
     });
     return ffi::Error::Success();
   }
   const int64_t co = bd[2];
   if (bd[1] != padded || od[1] != 3 * ci || od[2] != co) return bad();
-  const Dims dm = wino3_depth_dims(n, d, tiles, ci, co);
-  std::vector<int64_t> row_base(n * d);
-  for (int64_t r = 0; r < n * d; ++r) row_base[r] = (r + 2 * (r / d)) * tiles * ci;
+  const Dims dm = wino3_depth_dims(1, d, tiles, ci, co);
+  std::vector<int64_t> row_base(d);
+  for (int64_t z = 0; z < d; ++z) row_base[z] = z * tiles * ci;
   const int64_t* rb = row_base.data();
   const DwUnits units = dw_units(dm);
-  // One part a position (no partial sums); the cotangent's rows of volume j start 2 j + 1 planes on in
-  // its depth-padded tiles.
+  // One part a position (no partial sums), one volume at a time.
   parallel_parts(pool, 16, [=](int64_t k) {
     float* du = op + k * 3 * ci * co;
     std::memset(du, 0, 3 * ci * co * sizeof(float));
     for (int64_t j = 0; j < n; ++j)
-      dw_flat(dm, units, ap + k * padded * ci, bp + k * padded * co + (2 * j + 1) * tiles * co, du, rb, j * d,
-              (j + 1) * d, 0, units.count);
+      depth_weight_grad(dm, units, ap + (k * n + j) * (d + 2) * tiles * ci,
+                        bp + ((k * n + j) * (d + 2) + 1) * tiles * co, du, rb);
   });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------- the fused 3-D Winograd conv
+// The conv of Wino3Transform + Wino3Product + Wino3Transform in one call, band by band: a band of a
+// few tile rows of one volume is transformed into a buffer of its own (its transformed input at most
+// about `band_bytes`, an attribute: 512 KiB from winograd3d.py, so that it stays in L2), its 16 depth
+// convs run there, and its output tiles go straight to y. Through the products'
+// operands, the transformed input and cotangent (4 times the input and output) were written and
+// read again in memory on every call; on the 16x32x32 layers of a 3-D U-Net that lost more than the
+// 2.25x fewer multiplications gained (experiments/bench/RESULTS.md, session 11).
+// Tile rows a band: as many as fit band_bytes (at least one), at most a volume's, spread evenly.
+int64_t band_rows(const Tiles3& t, int64_t c, int64_t band_bytes) {
+  const int64_t row_bytes = 16 * (t.d + 2) * t.tw * c * 4;
+  const int64_t rows = std::max<int64_t>(1, std::min(t.th, band_bytes / std::max<int64_t>(row_bytes, 1)));
+  return (t.th + (t.th + rows - 1) / rows - 1) / ((t.th + rows - 1) / rows);  // the same number of rows in each
+}
+
+// A band's buffer of depth-padded tiles: position k at ks = (d + 2) * rows * tw * c, planes ps = rows * tw * c.
+Band local_band(const Tiles3& t, int64_t n, int64_t ti0, int64_t ti1, int64_t c, int64_t pad) {
+  const int64_t ps = (ti1 - ti0) * t.tw * c;
+  return Band{n, ti0, ti1, (t.d + pad) * ps, ps};
+}
+
+// Per-thread scratch, kept between calls (fresh pages cost a fault each): buffer i of at least n floats.
+float* scratch(int i, size_t n) {
+  struct Buf {
+    std::unique_ptr<float[]> p;
+    size_t n = 0;
+  };
+  thread_local Buf bufs[4];
+  Buf& b = bufs[i];
+  if (b.n < n) {
+    b.p.reset(new float[n + 16]);
+    b.n = n;
+  }
+  // 64-byte aligned, as XLA's buffers are
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(b.p.get()) + 63) & ~uintptr_t{63});
+}
+
+struct Wino3Geometry {
+  Tiles3 tx, ty;  // the input's and the output's tiles (c = ci, co)
+  int64_t rows;   // tile rows a band
+  int64_t bands;  // bands a volume
+  Band band(const Tiles3& t, int64_t n, int64_t i, int64_t pad) const {
+    return local_band(t, n, i * rows, std::min(t.th, (i + 1) * rows), t.c, pad);
+  }
+};
+
+Wino3Geometry wino3_geometry(int64_t n, int64_t d, int64_t h, int64_t w, int64_t ci, int64_t co,
+                             int64_t band_bytes) {
+  Wino3Geometry g;
+  g.tx = Tiles3{n, d, h, w, ci, (h + 1) / 2, (w + 1) / 2};
+  g.ty = Tiles3{n, d, h, w, co, g.tx.th, g.tx.tw};
+  g.rows = band_rows(g.tx, std::max(ci, co), band_bytes);
+  g.bands = (g.tx.th + g.rows - 1) / g.rows;
+  return g;
+}
+
+// y (n, d, h, w, co) = the conv of x (n, d, h, w, ci) with u (16, 3 ci, co_pad) (Wino2Kernel kind 0).
+ffi::Error Wino3ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> u,
+                            ffi::ResultBuffer<ffi::F32> y, int64_t band_bytes) {
+  auto xd = x.dimensions(), ud = u.dimensions(), yd = y->dimensions();
+  if (xd.size() != 5 || yd.size() != 5 || ud.size() != 3 || ud[0] != 16 || ud[1] != 3 * xd[4] || ud[2] < yd[4] ||
+      ud[2] % 16 != 0 || xd[0] != yd[0] || xd[1] != yd[1] || xd[2] != yd[2] || xd[3] != yd[3])
+    return ffi::Error::InvalidArgument("jaxseg winograd3d conv: inconsistent shapes");
+  const int64_t ci = xd[4], co = yd[4], co_pad = ud[2];
+  const Wino3Geometry g = wino3_geometry(xd[0], xd[1], xd[2], xd[3], ci, co, band_bytes);
+  const float* xp = x.typed_data();
+  const float* up = u.typed_data();
+  float* yp = y->typed_data();
+  parallel_parts(pool, g.tx.n * g.bands, [=](int64_t item) {
+    const int64_t n = item / g.bands, i = item % g.bands;
+    const Band bv = g.band(g.tx, n, i, 2), bm = g.band(g.ty, n, i, 0);
+    float* v = scratch(0, 16 * bv.ks);
+    float* m = scratch(1, 16 * bm.ks);
+    wino3_input_band(g.tx, xp, bv, v);
+    const Dims dm = wino3_depth_dims(1, g.tx.d, bv.ps / ci, ci, co);
+    for (int k = 0; k < 16; ++k)
+      depth_forward(dm, co_pad, v + k * bv.ks, up + k * 3 * ci * co_pad, m + k * bm.ks, 0, dm.rows() * dm.ow, 0,
+                    (co + 63) / 64);
+    wino3_output_band(g.ty, m, bm, yp);
+  });
+  return ffi::Error::Success();
+}
+
+// The gradients: dx (n, d, h, w, ci) and du (16, 3 ci, co) (to Wino2Kernel kind 2) from x, dy (n, d, h,
+// w, co) and ut (16, 3 co, ci_pad) (Wino2Kernel kind 1). Bands in two rounds, even then odd bands of
+// each volume (bands next to each other add into two shared rows of dx); the bands are cut among a
+// fixed set of parts, each with a partial du of its own, added in part order (the result does not
+// depend on timing).
+ffi::Error Wino3ConvBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                             ffi::Buffer<ffi::F32> ut, ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> du,
+                             int64_t band_bytes) {
+  auto xd = x.dimensions(), gd = dy.dimensions(), td = ut.dimensions(), dxd = dx->dimensions(), dud = du->dimensions();
+  if (xd.size() != 5 || gd.size() != 5 || td.size() != 3 || dxd.size() != 5 || dud.size() != 3 ||
+      xd[0] != gd[0] || xd[1] != gd[1] || xd[2] != gd[2] || xd[3] != gd[3] || td[0] != 16 || td[1] != 3 * gd[4] ||
+      td[2] < xd[4] || td[2] % 16 != 0 || dud[0] != 16 || dud[1] != 3 * xd[4] || dud[2] != gd[4])
+    return ffi::Error::InvalidArgument("jaxseg winograd3d conv gradient: inconsistent shapes");
+  for (size_t i = 0; i < 5; ++i)
+    if (dxd[i] != xd[i]) return ffi::Error::InvalidArgument("jaxseg winograd3d conv gradient: inconsistent shapes");
+  const int64_t ci = xd[4], co = gd[4], ci_pad = td[2], size = 16 * 3 * ci * co;
+  const Wino3Geometry g = wino3_geometry(xd[0], xd[1], xd[2], xd[3], ci, co, band_bytes);
+  const float* xp = x.typed_data();
+  const float* gp = dy.typed_data();
+  const float* tp = ut.typed_data();
+  float* dxp = dx->typed_data();
+  float* dup = du->typed_data();
+  const int64_t volume = g.tx.d * g.tx.h * g.tx.w * ci;
+  // (volume, band) items of one round: volumes x bands of the round's parity.
+  const int64_t even = (g.bands + 1) / 2, odd = g.bands / 2;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), g.tx.n * even));
+  BufferPool::Buf partial = buffers().take(static_cast<size_t>(parts * size));
+  float* pp = partial.p.get();
+  parallel_parts(pool, parts, [=](int64_t p) {
+    std::memset(pp + p * size, 0, size * sizeof(float));
+    const int64_t v0 = g.tx.n * volume * p / parts, v1 = g.tx.n * volume * (p + 1) / parts;
+    std::memset(dxp + v0, 0, (v1 - v0) * sizeof(float));
+  });
+  for (int round = 0; round < 2; ++round) {
+    const int64_t per_volume = round == 0 ? even : odd, items = g.tx.n * per_volume;
+    parallel_parts(pool, parts, [=](int64_t p) {
+      float* dup_p = pp + p * size;
+      for (int64_t item = items * p / parts; item < items * (p + 1) / parts; ++item) {
+        const int64_t n = item / per_volume, i = 2 * (item % per_volume) + round;
+        const Band bv = g.band(g.tx, n, i, 2), bm = g.band(g.ty, n, i, 2), bd = g.band(g.tx, n, i, 0);
+        const int64_t tiles = bv.ps / ci;
+        float* v = scratch(0, 16 * bv.ks);
+        float* m = scratch(1, 16 * bm.ks);
+        float* dv = scratch(2, 16 * bd.ks);
+        wino3_output_t_band(g.ty, gp, bm, m);
+        const Dims dmx = wino3_depth_dims(1, g.tx.d, tiles, co, ci);
+        for (int k = 0; k < 16; ++k)
+          depth_forward(dmx, ci_pad, m + k * bm.ks, tp + k * 3 * co * ci_pad, dv + k * bd.ks, 0, dmx.rows() * dmx.ow, 0,
+                        (ci + 63) / 64);
+        wino3_input_t_band(g.tx, dv, bd, dxp);
+        wino3_input_band(g.tx, xp, bv, v);
+        const Dims dmw = wino3_depth_dims(1, g.tx.d, tiles, ci, co);
+        const DwUnits units = dw_units(dmw);
+        std::vector<int64_t> rb(g.tx.d);
+        for (int64_t z = 0; z < g.tx.d; ++z) rb[z] = z * bv.ps;
+        for (int k = 0; k < 16; ++k)
+          depth_weight_grad(dmw, units, v + k * bv.ks, m + k * bm.ks + bm.ps, dup_p + k * 3 * ci * co, rb.data());
+      }
+    });
+  }
+  // du = the partial sums in part order, cut among the threads by entries.
+  const int64_t rparts = num_parts(size / 256 + 1, pool.num_threads());
+  parallel_parts(pool, rparts, [=](int64_t r) {
+    const int64_t i0 = size * r / rparts, i1 = size * (r + 1) / rparts;
+    std::memcpy(dup + i0, pp + i0, (i1 - i0) * sizeof(float));
+    for (int64_t p = 1; p < parts; ++p)
+      for (int64_t i = i0; i < i1; ++i) dup[i] += pp[p * size + i];
+  });
+  buffers().give(std::move(partial));
   return ffi::Error::Success();
 }
 
@@ -1647,6 +1827,22 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dProduct, Wino3Product,
                                   .Attr<int64_t>("n")
                                   .Attr<int64_t>("d")
                                   .Attr<int64_t>("kind"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dConvForward, Wino3ConvForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("band_bytes"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dConvBackward, Wino3ConvBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("band_bytes"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsegWinograd3dKernel, Wino2Kernel,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()

@@ -37,7 +37,9 @@ TARGETS = {"jaxseg_conv_forward": "JaxsegConvForward", "jaxseg_conv_weight_grad"
            "jaxseg_winograd_transform": "JaxsegWinogradTransform",
            "jaxseg_winograd3d_kernel": "JaxsegWinograd3dKernel",
            "jaxseg_winograd3d_transform": "JaxsegWinograd3dTransform",
-           "jaxseg_winograd3d_product": "JaxsegWinograd3dProduct"}
+           "jaxseg_winograd3d_product": "JaxsegWinograd3dProduct",
+           "jaxseg_winograd3d_conv_forward": "JaxsegWinograd3dConvForward",
+           "jaxseg_winograd3d_conv_backward": "JaxsegWinograd3dConvBackward"}
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 VECTOR_BITS = 512
 

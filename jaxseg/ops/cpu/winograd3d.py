@@ -36,6 +36,8 @@ Which layers run here is `jaxseg.ops.auto`'s rule (`ConvPolicy.winograd_3d*`).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,10 +130,46 @@ def product(a, b, out_shape, n, d, kind):
       a, b, n=np.int64(n), d=np.int64(d), kind=np.int64(kind))
 
 
-@jax.custom_vjp
-def conv3x3x3(x, w):
+# The fused conv's bands: tile rows whose transformed input takes at most about this many bytes (at
+# least one row), so that a band's tiles stay in L2 while its 16 depth convs run.
+BAND_BYTES = 512 << 10
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3x3x3(x, w, band_bytes=BAND_BYTES):
   """3x3x3 SAME stride-1 conv of x (N, D, H, W, C_in) with w (3, 3, 3, C_in, C_out) (float32, CPU,
-  kernels available)."""
+  kernels available), fused: the tile transforms and the depth convs in one call, band by band of
+  tile rows (`_cpu_conv.cc`, Wino3ConvForward / Wino3ConvBackward), so the transformed tiles of the
+  whole volume are never in memory. The route's form."""
+  return _fused_fwd(x, w, band_bytes)[0]
+
+
+def _fused_fwd(x, w, band_bytes):
+  build.require()
+  u = transform_kernel(w)
+  out = jax.ShapeDtypeStruct((*x.shape[:4], w.shape[-1]), x.dtype)
+  y = jax.ffi.ffi_call("jaxseg_winograd3d_conv_forward", out, vmap_method="sequential")(
+      x, u, band_bytes=np.int64(band_bytes))
+  return vary_like(y, x), (x, w)
+
+
+def _fused_bwd(band_bytes, res, dy):
+  x, w = res
+  ci, co = w.shape[3:]
+  outs = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct((16, 3 * ci, co), x.dtype))
+  dx, du = jax.ffi.ffi_call("jaxseg_winograd3d_conv_backward", outs, vmap_method="sequential")(
+      x, dy, transform_kernel_tt(w), band_bytes=np.int64(band_bytes))
+  return vary_like(dx, x), vary_like(transform_kernel_t(du), w)
+
+
+conv3x3x3.defvjp(_fused_fwd, _fused_bwd)
+
+
+@jax.custom_vjp
+def conv3x3x3_composed(x, w):
+  """The same conv composed of the separately callable pieces (`input_tiles`, `transform_kernel`,
+  `product`, `output_tiles` and their transposes), each a custom call whose result can be looked
+  at; the transformed tiles of the whole volume are kept between the calls."""
   return _fwd(x, w)[0]
 
 
@@ -154,7 +192,7 @@ def _bwd(res, dy):
   return vary_like(dx, x), vary_like(dw, w)
 
 
-conv3x3x3.defvjp(_fwd, _bwd)
+conv3x3x3_composed.defvjp(_fwd, _bwd)
 
 
 def supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
@@ -164,7 +202,8 @@ def supports(geo: ConvGeometry, dtype=jnp.float32) -> bool:
           and all(s == 1 for s in geo.stride) and all(p == (1, 1) for p in geo.pads))
 
 
-def conv_geo(x, w, geo: ConvGeometry):
-  """The conv of a `supports`-ed geometry by Winograd F(2x2, 3x3) in-plane, depth taps direct."""
+def conv_geo(x, w, geo: ConvGeometry, fused: bool = True):
+  """The conv of a `supports`-ed geometry by Winograd F(2x2, 3x3) in-plane, depth taps direct: fused
+  (`conv3x3x3`) or composed of the pieces (`conv3x3x3_composed`)."""
   build.require()
-  return conv3x3x3(*match_varying(x, w))
+  return (conv3x3x3 if fused else conv3x3x3_composed)(*match_varying(x, w))
