@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Session 11 (issue 19): the 3-D Winograd route stores each transformed plane once and runs the depth
-# taps as a (3, 1, 1) conv per tile position on the direct kernels; auto takes it up to 4096 output
-# voxels (the 8x16x16 layers of batch 2). Before = 2183fa0 (session 10's last commit), checked out at
-# $BEFORE (git worktree add /work/wt_before11 2183fa0); after = this tree. Each run starts in its own
-# tree (python -m puts the working directory first on sys.path). Runs alternate before/after so that
-# both see the same machine state.
-# Parts: PARTK=0 / PARTW=0 / PART3D=0 / PARTSV=0 / PARTSTEP=0 / PARTBA=0 skip one.
+# Session 11 (issue 19): 3-D Winograd F(2x2, 3x3) in-plane with the depth taps as a (3, 1, 1) conv per
+# tile position on the direct kernels, each transformed plane stored once. Two forms: composed of
+# separate transforms and products over the whole batch (route winograd3d_products, <= 512 output
+# voxels), and fused band by band of tile rows in one call (route winograd3d, every other 3x3x3/1
+# layer with >= 16 channels). Before = 2183fa0 (session 10's last commit), checked out at $BEFORE
+# (git worktree add /work/wt_before11 2183fa0); after = this tree. Each run starts in its own tree
+# (python -m puts the working directory first on sys.path). Runs alternate before/after so that both
+# see the same machine state.
+# Parts: PARTK=0 / PARTW=0 / PART3D=0 / PARTSV=0 / PARTSTEP=0 / PARTBA=0 / PARTBA2=0 skip one.
+# The first run (at e1c93c0, one form, the route up to 8192 voxels) wrote the same files with the
+# suffix _s11a.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -31,11 +35,12 @@ if [ "${PARTK:-1}" = 1 ]; then
   for a in "64 64 8 16" "32 64 8 16" "32 32 16 32" "64 128 4 8" "128 128 4 8"; do taskset -c 0 /tmp/wino3_product_s11 $a 10; done \
     2>&1 | tee $OUT/wino3_product_s11.txt
 fi
-# The rule: direct against winograd3d on every layer of the issue with 16 or more input channels,
-# at batch 2 and 4 (4096 and 8192 output voxels on the 8x16x16 layers).
+# The rule: direct against both Winograd forms on every layer of the issue with 16 or more input
+# channels, at batch 2 and 4.
 if [ "${PARTW:-1}" = 1 ]; then {
   for b in 2 4; do
-    $PY experiments/bench/micro/mb_conv3d.py --forms direct,winograd3d --layers 1,2,3,4,5,6,7 --rounds 9 --calls 3 --batch $b
+    $PY experiments/bench/micro/mb_conv3d.py --forms direct,winograd3d,winograd3d_composed --layers 1,2,3,4,5,6,7 \
+      --rounds 9 --calls 3 --batch $b
   done
 } 2>&1 | tee $OUT/mb_conv3d_direct_wino3d_s11.txt; fi
 # The issue-19 layers before and after in turn (one timed call a sample, and 5 back to back).
@@ -45,10 +50,11 @@ if [ "${PART3D:-1}" = 1 ]; then {
     layers before "$BEFORE" "--rounds 9 --calls 5"; layers after "$PWD" "--rounds 9 --calls 5"
   done
 } 2>&1 | tee $OUT/mb_conv3d_before_after_s11.txt; fi
-# The whole 3-D step with the new rule (base), session 9's 512-voxel rule and no 3-D Winograd, in turn.
+# The whole 3-D step with the new rule (base), the products form up to 4096 voxels, and no 3-D Winograd
+# (the direct kernels), in turn.
 if [ "${PARTSV:-1}" = 1 ]; then
   $PY experiments/bench/step_variants.py --model unet3d_small --batch-size 2 --patch-size 32,64,64 --steps 3 --rounds 5 \
-    --variants base,winograd3d_512,no_winograd3d 2>&1 | tee $OUT/step_variants_wino3d_s11.txt
+    --variants base,winograd3d_products_4096,no_winograd3d 2>&1 | tee $OUT/step_variants_wino3d_s11.txt
 fi
 # The 3-D step and its layers against PyTorch.
 if [ "${PARTSTEP:-1}" = 1 ]; then
@@ -64,3 +70,7 @@ if [ "${PARTBA:-1}" = 1 ]; then {
     train before "$BEFORE" unet3d_small 5 2 -; train after "$PWD" unet3d_small 5 2 -
   done
 } 2>&1 | tee $OUT/s11_before_after.txt; fi
+# Four more unet_small pairs (the 2-D step must not get slower; its pairs swing by 10-20%).
+if [ "${PARTBA2:-1}" = 1 ]; then {
+  for r in 1 2 3 4; do train before "$BEFORE" unet_small 3 8 256; train after "$PWD" unet_small 3 8 256; done
+} 2>&1 | tee $OUT/s11_before_after_unet_small.txt; fi
