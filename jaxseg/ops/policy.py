@@ -74,7 +74,7 @@ class ConvPolicy:
   winograd_max_pixels: int = 64 * 64
   winograd_3d: bool = True
   winograd_3d_min_channels: int = 16
-  winograd_3d_products_max_voxels: int = 2 * 4 * 8 * 8
+  winograd_3d_products_max_voxels: int = 4 * 4 * 8 * 8
   direct_max_channel_product: int = 256 * 128
   direct_min_pixels: int = 32 * 32
   direct_max_patch: int = 64

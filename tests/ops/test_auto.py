@@ -41,7 +41,7 @@ CASES = [
     ("gemm_grad", (2, 12, 13, 8), (3, 3, 8, 24), 2, [(0, 1), (2, 0)]),  # C_in < 16: col2im dx
     ("cpu_direct", (1, 6, 7, 8, 4), (3, 3, 3, 4, 8), 2, "SAME"),     # 3-D, strided, C_in < 16: col2im dx
     ("cpu_direct", (2, 4, 6, 5, 16), (3, 3, 3, 16, 8), 1, "SAME"),   # 3-D, stride 1, C_out < 16: dx by the kernel
-    ("winograd3d", (1, 5, 11, 10, 16), (3, 3, 3, 16, 20), 1, "SAME"),            # 3-D, 550 voxels: fused
+    ("winograd3d", (2, 5, 11, 10, 16), (3, 3, 3, 16, 20), 1, "SAME"),            # 3-D, 1100 voxels: fused
     ("winograd3d_products", (2, 3, 4, 5, 16), (3, 3, 3, 16, 24), 1, "SAME"),     # 3-D, 120 voxels
     ("gemm_grad", (2, 10, 3), (3, 3, 5), 1, "VALID"),                # 1-D, few rows, small patch
     ("xla", (2, 8, 8, 20), (3, 3, 20, 8), 1, "SAME"),                # few rows, large patch

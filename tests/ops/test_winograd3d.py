@@ -181,8 +181,9 @@ def test_conv_and_gradients_match_numpy(x_shape, cout, form):
 def test_auto_sends_the_3d_layers_with_16_channels_here():
   geo = lambda x, w: conv_geometry(x, w, stride=1, padding="SAME", dilation=1, groups=1)
   deep = geo((2, 4, 8, 8, 128), (3, 3, 3, 128, 128))
-  assert auto.conv_route(deep, batch=2) == "winograd3d_products"           # 512 voxels: the products' limit
-  assert auto.conv_route(deep, batch=3) == "winograd3d"
+  assert auto.conv_route(deep, batch=2) == "winograd3d_products"
+  assert auto.conv_route(deep, batch=4) == "winograd3d_products"           # 1024 voxels: the products' limit
+  assert auto.conv_route(deep, batch=5) == "winograd3d"
   assert auto.conv_route(geo((2, 8, 16, 16, 64), (3, 3, 3, 64, 64)), batch=2) == "winograd3d"
   assert auto.conv_route(geo((2, 32, 64, 64, 16), (3, 3, 3, 16, 16)), batch=2) == "winograd3d"
   assert auto.conv_route(geo((2, 32, 64, 64, 1), (3, 3, 3, 1, 16)), batch=2) == "cpu_direct"     # a first layer
@@ -196,7 +197,7 @@ def test_auto_sends_the_3d_layers_with_16_channels_here():
   assert auto.conv_route(deep, batch=2, platform="cuda") == "xla"
 
 
-@pytest.mark.parametrize("x_shape,route", [((2, 4, 6, 6, 32), "winograd3d_products"), ((1, 5, 11, 10, 16), "winograd3d")])
+@pytest.mark.parametrize("x_shape,route", [((2, 4, 6, 6, 32), "winograd3d_products"), ((2, 5, 11, 10, 16), "winograd3d")])
 def test_auto_conv_of_a_3d_layer_matches_xla(x_shape, route):
   from jaxseg import ops
   r = np.random.default_rng(4)
@@ -221,7 +222,7 @@ def test_rejects_inconsistent_shapes():
     jax.block_until_ready(w3.product(jnp.zeros((16, 6, 16)), jnp.zeros((16, 32, 16)), (16, 2, 16), 1, 1, 0))
 
 
-@pytest.mark.parametrize("x_shape,route", [((4, 2, 4, 5, 32), "winograd3d_products"), ((4, 5, 11, 10, 16), "winograd3d")])
+@pytest.mark.parametrize("x_shape,route", [((4, 2, 4, 5, 32), "winograd3d_products"), ((4, 6, 11, 10, 16), "winograd3d")])
 def test_shard_map_over_two_devices_matches_one_device(x_shape, route):
   # The batch split over 2 devices (shard_map), the kernel replicated: the same values and
   # gradients as one device (dW summed over the devices by the transpose of the kernel's cast to

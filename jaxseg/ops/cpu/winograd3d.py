@@ -9,12 +9,26 @@ for each of the 16 tile positions p,
 
     M[p, z] = V[p, z-1] @ U[p, 0] + V[p, z] @ U[p, 1] + V[p, z+1] @ U[p, 2],
 
-a (3, 1, 1) conv over the position's planes of transformed tiles. V is stored
-once per plane, with a plane of zeros before and after each volume (4 times
-the input), and the C++ direct conv kernels run that depth conv with no pads
-(`product`). Session 9 stored the three planes side by side for one GEMM over
-3 * C_in (12 times the input); writing and reading that outweighed the saving
-on all but the smallest volumes.
+a (3, 1, 1) conv over the position's planes of transformed tiles, with a
+plane of zeros before and after each volume, which the C++ direct conv kernels
+run with no pads. Two forms compute it:
+
+- `conv3x3x3` (route "winograd3d"), fused: one call transforms a band of a
+  few tile rows of one volume into a buffer that stays in L2, runs its 16
+  depth convs there and writes its output tiles (the backward likewise,
+  recomputing the band's V). No transformed volume is ever in memory.
+- `conv3x3x3_composed` (route "winograd3d_products"): separate calls, each
+  inspectable (`input_tiles`, `transform_kernel`, `product`, `output_tiles`
+  and their transposes); V of the whole batch (4 times the input) is kept
+  between them, and each position's product runs over the whole batch. On the
+  deepest layers the kernel outweighs the data, and there this form, which
+  reads each position's kernel once, is the faster; on larger volumes writing
+  and reading V lost more than the saving (experiments/bench/RESULTS.md,
+  session 11).
+
+Session 9 stored the three planes side by side for one GEMM over 3 * C_in (12
+times the input), which lost to the direct kernels on all but the smallest
+volumes.
 
 2.25x fewer multiplications than the direct sum. F(2x2, 3x3) and not F(4x4, 3x3)
 (4x fewer) because the kernel is the large operand of a deep 3-D layer: U
