@@ -39,7 +39,10 @@
 //
 // Also here: the tile transforms of Winograd F(4x4, 3x3) and batched matrix
 // products (the forward and weight-gradient kernels as 1x1 convs), which
-// jaxseg/ops/winograd.py combines into 3x3 (and space-to-depth 5x5/2) convs.
+// jaxseg/ops/cpu/winograd.py combines into 3x3 (and space-to-depth 5x5/2) convs;
+// and 3-D Winograd F(2x2, 3x3) over the in-plane taps, whose depth taps are a
+// (3, 1, 1) conv on these kernels (jaxseg/ops/cpu/winograd3d.py): its
+// transforms and products as separate handlers, and fused band by band.
 //
 // Threads: the work is cut into parts; XLA's intra-op thread pool runs
 // helpers, and the calling thread claims parts too, so a call finishes even if
