@@ -7,7 +7,7 @@
 # (git worktree add /work/wt_before11 2183fa0); after = this tree. Each run starts in its own tree
 # (python -m puts the working directory first on sys.path). Runs alternate before/after so that both
 # see the same machine state.
-# Parts: PARTK=0 / PARTW=0 / PART3D=0 / PARTSV=0 / PARTSTEP=0 / PARTBA=0 / PARTBA2=0 / PARTBA3=0 / PARTF=0 skip one.
+# Parts: PARTK=0 / PARTW=0 / PART3D=0 / PARTSV=0 / PARTSTEP=0 / PARTBA=0 / PARTBA2=0 / PARTBA3=0 / PARTF=0 / PARTBA4=0 skip one.
 # The first run (at e1c93c0, one form, the route up to 8192 voxels) wrote the same files with the
 # suffix _s11a.
 set -euo pipefail
@@ -78,6 +78,10 @@ if [ "${PARTBA3:-1}" = 1 ]; then {
 if [ "${PARTF:-1}" = 1 ]; then
   $PY experiments/bench/micro/mb_conv3d.py --rounds 21 --calls 5 --forms auto 2>&1 | tee $OUT/mb_conv3d_calls5_s11_final.txt
 fi
+# Six more unet_small pairs at the final tree (PARTBA's and PARTBA2's medians were 1.02).
+if [ "${PARTBA4:-1}" = 1 ]; then {
+  for r in 1 2 3 4 5 6; do train before "$BEFORE" unet_small 3 8 256; train after "$PWD" unet_small 3 8 256; done
+} 2>&1 | tee $OUT/s11_before_after_unet_small_final.txt; fi
 # Four more unet_small pairs (the 2-D step must not get slower; its pairs swing by 10-20%).
 if [ "${PARTBA2:-1}" = 1 ]; then {
   for r in 1 2 3 4; do train before "$BEFORE" unet_small 3 8 256; train after "$PWD" unet_small 3 8 256; done

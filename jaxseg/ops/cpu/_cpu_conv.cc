@@ -1668,13 +1668,17 @@ struct Wino3Geometry {
   }
 };
 
+// Bands as band_rows says, but narrower where a round of the backward (the even or the odd bands of
+// every volume) would have fewer bands than there are threads (a small batch): those threads would idle.
 Wino3Geometry wino3_geometry(int64_t n, int64_t d, int64_t h, int64_t w, int64_t ci, int64_t co,
-                             int64_t band_bytes) {
+                             int64_t band_bytes, int64_t threads) {
   Wino3Geometry g;
   g.tx = Tiles3{n, d, h, w, ci, (h + 1) / 2, (w + 1) / 2};
   g.ty = Tiles3{n, d, h, w, co, g.tx.th, g.tx.tw};
   g.rows = band_rows(g.tx, std::max(ci, co), band_bytes);
-  g.bands = (g.tx.th + g.rows - 1) / g.rows;
+  auto bands = [&](int64_t rows) { return (g.tx.th + rows - 1) / rows; };
+  while (g.rows > 1 && n * (bands(g.rows) / 2) < threads) --g.rows;
+  g.bands = bands(g.rows);
   return g;
 }
 
@@ -1686,7 +1690,7 @@ ffi::Error Wino3ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
       ud[2] % 16 != 0 || xd[0] != yd[0] || xd[1] != yd[1] || xd[2] != yd[2] || xd[3] != yd[3])
     return ffi::Error::InvalidArgument("jaxseg winograd3d conv: inconsistent shapes");
   const int64_t ci = xd[4], co = yd[4], co_pad = ud[2];
-  const Wino3Geometry g = wino3_geometry(xd[0], xd[1], xd[2], xd[3], ci, co, band_bytes);
+  const Wino3Geometry g = wino3_geometry(xd[0], xd[1], xd[2], xd[3], ci, co, band_bytes, pool.num_threads());
   const float* xp = x.typed_data();
   const float* up = u.typed_data();
   float* yp = y->typed_data();
@@ -1721,7 +1725,7 @@ ffi::Error Wino3ConvBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi:
   for (size_t i = 0; i < 5; ++i)
     if (dxd[i] != xd[i]) return ffi::Error::InvalidArgument("jaxseg winograd3d conv gradient: inconsistent shapes");
   const int64_t ci = xd[4], co = gd[4], ci_pad = td[2], size = 16 * 3 * ci * co;
-  const Wino3Geometry g = wino3_geometry(xd[0], xd[1], xd[2], xd[3], ci, co, band_bytes);
+  const Wino3Geometry g = wino3_geometry(xd[0], xd[1], xd[2], xd[3], ci, co, band_bytes, pool.num_threads());
   const float* xp = x.typed_data();
   const float* gp = dy.typed_data();
   const float* tp = ut.typed_data();
