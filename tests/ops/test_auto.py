@@ -200,6 +200,22 @@ def test_one_traced_model_lowers_per_platform(name):
     assert "conditional" not in compiled          # the CPU compiler folded every choice
 
 
+def test_traced_3d_model_lowers_per_platform():
+  # The same for unet3d_small on an 8x16x16 patch: on the CPU its first level's 16-channel convs
+  # (2048 voxels) take the fused 3-D Winograd and the deeper ones (<= 256 voxels) its products form;
+  # lowered for CUDA, none of the kernels' custom calls remain.
+  m = models.create("unet3d_small")
+  x = jnp.zeros((1, 8, 16, 16, 1))
+  y = jnp.zeros((1, 8, 16, 16), jnp.int32)
+  params = m.init(jax.random.key(0), x)
+  traced = jax.jit(_grad_fn(m, x, y)).trace(params)
+  cuda = traced.lower(lowering_platforms=("cuda",)).as_text()
+  assert "jaxseg_" not in cuda and "custom_call" not in cuda
+  cpu = traced.lower(lowering_platforms=("cpu",)).as_text()
+  for target in ("jaxseg_winograd3d_conv_forward", "jaxseg_winograd3d_conv_backward", "jaxseg_winograd3d_product"):
+    assert (target in cpu) == KERNELS, target
+
+
 @pytest.mark.parametrize("name", ["fcn", "unet_small"])
 def test_lax_model_is_plain_xla(name):
   # conv_impl="lax": XLA's convs and XLA's autodiff only, no custom call anywhere, on any platform.
